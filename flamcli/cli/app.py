@@ -1,0 +1,57 @@
+"""The ``flam`` command: a Typer app whose commands are thin layers over the library."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from .common import ExitCode, Log, VersionOption
+
+app = typer.Typer(
+    name="flam",
+    help="Find when a described sound happens in audio (open-vocabulary sound event detection).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+@app.callback()
+def main_callback(version: VersionOption = None) -> None:
+    """flam: open-vocabulary sound event detection with FLAM."""
+
+
+def _register() -> None:
+    from . import detect, models  # noqa: F401  (each module adds its command to ``app``)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point: run the app, turning stray exceptions into one line and a code."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        Log().error("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        # Quietly stop when the reader of stdout went away (`flam detect … | head`).
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        sys.exit(ExitCode.BROKEN_PIPE)
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: one line unless debugging
+        if os.environ.get("FLAM_DEBUG"):
+            raise
+        Log().error(f"internal error: {exc.__class__.__name__}: {exc} "
+                    "(set FLAM_DEBUG=1 for a traceback, and please report it)")
+        sys.exit(ExitCode.INTERNAL)

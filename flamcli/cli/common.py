@@ -1,0 +1,107 @@
+"""What every flam command shares: exit codes, stderr logging, progress, common options."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import IntEnum
+from typing import Annotated, Optional
+
+import typer
+
+from .. import __version__
+
+
+class ExitCode(IntEnum):
+    """Process exit codes (documented in the README)."""
+
+    OK = 0
+    NOT_FOUND = 1  # `flam ground`: some query was absent (like grep)
+    USAGE = 2  # bad option, argument or query; nothing was run
+    INPUT_FAILED = 3  # some inputs could not be processed; the others were
+    MODEL = 4  # the model could not be loaded
+    INTERNAL = 5  # a bug: please report it (FLAM_DEBUG=1 shows the traceback)
+    INTERRUPTED = 130  # Ctrl-C; no output file is left half-written
+    BROKEN_PIPE = 141  # stdout was closed early (e.g. `| head`)
+
+
+class Log:
+    """One-line messages on stderr; machine output never goes through here."""
+
+    def __init__(self, quiet: bool = False):
+        from rich.console import Console
+
+        self.quiet = quiet
+        self.console = Console(stderr=True, soft_wrap=True, highlight=False)
+
+    def _line(self, style: str, prefix: str, message: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[{style}]{prefix}[/{style}]{escape(message)}")
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self._line("dim", "", message)
+
+    def warning(self, message: str) -> None:
+        self._line("yellow", "warning: ", message)
+
+    def error(self, message: str) -> None:
+        self._line("bold red", "error: ", message)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"flam {__version__}")
+        raise typer.Exit()
+
+
+VersionOption = Annotated[
+    Optional[bool],
+    typer.Option("--version", callback=version_callback, is_eager=True,
+                 help="Print the version and exit."),
+]
+QuietOption = Annotated[
+    bool, typer.Option("--quiet", help="Only errors and warnings on stderr; no progress bar.")
+]
+ModelOption = Annotated[
+    Optional[str],
+    typer.Option("-m", "--model", envvar="FLAM_MODEL", show_envvar=True,
+                 help="Registry name (see `flam models`), model directory or weights file. "
+                      "`debug` is a tiny random model for smoke tests."),
+]
+RevisionOption = Annotated[
+    Optional[str],
+    typer.Option("--revision", help="Hub revision (commit) instead of the registry's pinned one."),
+]
+DeviceOption = Annotated[
+    str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")
+]
+ThreadsOption = Annotated[
+    Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+]
+BatchOption = Annotated[
+    int, typer.Option("--batch-size", min=1, help="Model windows per forward pass (across files).")
+]
+
+
+def configure_torch(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def progress_bar(quiet: bool):
+    """A rich progress bar on stderr when it is a terminal, else None."""
+    if quiet or not sys.stderr.isatty() or os.environ.get("FLAM_NO_PROGRESS"):
+        return None
+    from rich.console import Console
+    from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    )

@@ -1,0 +1,257 @@
+"""``flam detect``: parse, call :func:`flamcli.detection.iter_detect`, write outputs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..audio import AUDIO_EXTENSIONS
+from .app import app
+from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
+                     RevisionOption, ThreadsOption, VersionOption, configure_torch, progress_bar)
+
+
+class Format(str, Enum):
+    tsv = "tsv"
+    csv = "csv"
+    json = "json"
+    jsonl = "jsonl"
+    audacity = "audacity"
+    scores = "scores"
+
+
+def split_audio_and_queries(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """First argument is audio; following ones that name existing audio files or directories
+    are audio too (so unquoted shell globs work); the rest are queries."""
+    audio, rest = arguments[:1], arguments[1:]
+    while rest:
+        candidate = Path(rest[0]).expanduser()
+        is_audio_file = candidate.is_file() and candidate.suffix.lower() in AUDIO_EXTENSIONS
+        if not (is_audio_file or candidate.is_dir()):
+            break
+        audio.append(rest.pop(0))
+    return audio, rest
+
+
+def read_queries_file(path: Path) -> list[str]:
+    """One query per line; blank lines and lines starting with # are skipped."""
+    text = path.read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def parse_thresholds(values: list[str]) -> float | dict[str, float]:
+    """``0.6`` sets the default; ``"dog barks=0.7"`` sets one query's threshold."""
+    default, per_query = 0.5, {}
+    for value in values:
+        name, sep, number = value.rpartition("=")
+        try:
+            threshold = float(number)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not a number or QUERY=NUMBER") from None
+        if not 0.0 <= threshold <= 1.0:
+            raise typer.BadParameter(f"{value!r}: thresholds are probabilities in [0, 1]")
+        if sep:
+            per_query[" ".join(name.split())] = threshold
+        else:
+            default = threshold
+    return {"*": default, **per_query} if per_query else default
+
+
+def run_distributed():
+    """(rank, world size) under torchrun, with a gloo group for gathering results."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+@app.command(no_args_is_help=True)
+def detect(
+    arguments: Annotated[list[str], typer.Argument(
+        metavar="AUDIO [QUERY]...",
+        help="AUDIO: a file (wav, flac, ogg, mp3), a directory (searched recursively), a quoted "
+             "glob, or - to read paths from stdin; more existing audio paths may follow. "
+             "QUERY: free-text descriptions of the sounds to find.",
+        show_default=False)],
+    query: Annotated[Optional[list[str]], typer.Option(
+        "-q", "--query", help="A query (repeatable); use it for queries that look like paths.")] = None,
+    queries_file: Annotated[Optional[Path], typer.Option(
+        "--queries", help="File with one query per line (# comments).", dir_okay=False)] = None,
+    fmt: Annotated[Format, typer.Option(
+        "-f", "--format", help="stdout format: tsv (DCASE events), csv, json, jsonl, audacity "
+                               "(label track) or scores (frame probabilities).")] = Format.tsv,
+    output_dir: Annotated[Optional[Path], typer.Option(
+        "-o", "--output-dir", file_okay=False,
+        help="Also write per file: events .tsv, Audacity labels .txt, frame scores .tsv, plot .png.")] = None,
+    threshold: Annotated[Optional[list[str]], typer.Option(
+        "-t", "--threshold", help="Calibrated probability threshold (default 0.5), or "
+                                  "\"QUERY=VALUE\" for one query. Repeatable.")] = None,
+    median_filter: Annotated[int, typer.Option(
+        "--median-filter", min=1, help="Median filter length in frames (1 = off).")] = 3,
+    min_duration: Annotated[float, typer.Option(
+        "--min-duration", min=0.0, help="Drop events shorter than this (seconds).")] = 0.0,
+    merge_gap: Annotated[float, typer.Option(
+        "--merge-gap", min=0.0, help="Join events of a query separated by at most this (seconds).")] = 0.0,
+    overlap: Annotated[float, typer.Option(
+        "--overlap", min=0.0, help="Overlap between model windows on long files (seconds).")] = 2.5,
+    approximate: Annotated[bool, typer.Option(
+        "--approximate", help="Use σ(α·cos) instead of the unbiased p/(p+σ(β)) probabilities.")] = False,
+    no_plot: Annotated[bool, typer.Option("--no-plot", help="With -o: skip the PNG plots.")] = False,
+    model: ModelOption = None,
+    revision: RevisionOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = 8,
+    threads: ThreadsOption = None,
+    quiet: QuietOption = False,
+    version: VersionOption = None,
+) -> None:
+    """Detect when described sounds happen: events on stdout, logs on stderr.
+
+    [bold]Examples[/bold]
+
+      flam detect clip.wav "dog barks" "car horn"
+
+      flam detect recordings/ -q "siren" -f jsonl -o results/
+
+      find . -name '*.flac' | flam detect - "birds singing" -t 0.6
+    """
+    log = Log(quiet)
+    audio_args, positional_queries = split_audio_and_queries(arguments)
+    all_queries = positional_queries + list(query or [])
+    if queries_file is not None:
+        try:
+            all_queries += read_queries_file(queries_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error(f"--queries {queries_file}: cannot read ({exc.__class__.__name__})")
+            raise typer.Exit(ExitCode.USAGE)
+    exit_code = _run(log, audio_args, all_queries, fmt, output_dir, threshold or [], median_filter,
+                     min_duration, merge_gap, overlap, approximate, no_plot, model, revision,
+                     device, batch_size, threads, quiet)
+    raise typer.Exit(exit_code)
+
+
+def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median_filter,
+         min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
+         batch_size, threads, quiet) -> int:
+    from ..detection import QueryError, clean_queries, iter_detect, resolve_thresholds
+    from ..models.registry import ModelLoadError, load_model
+    from ..writers import get_writer, write_file_outputs
+
+    failed = False
+    queries, warnings, errors = clean_queries(raw_queries)
+    for message in warnings:
+        log.warning(message)
+    for message in errors:
+        log.error(message)
+        failed = True
+    if not queries:
+        log.error("no query given: add one after the audio, e.g. flam detect clip.wav \"dog barks\"")
+        return ExitCode.USAGE
+    try:
+        thresholds = parse_thresholds(threshold_values)
+        resolve_thresholds(queries, thresholds)
+    except (typer.BadParameter, QueryError) as exc:
+        log.error(f"--threshold: {exc}")
+        return ExitCode.USAGE
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        log.error(f"--device {device!r}: choose auto, cpu or cuda")
+        return ExitCode.USAGE
+
+    from ..audio import expand_inputs
+
+    inputs, problems = expand_inputs(audio_args)
+    for problem in problems:
+        log.error(problem)
+        failed = True
+    rank, world = run_distributed()
+    local_inputs = inputs[rank::world]
+
+    configure_torch(threads)
+    try:
+        model = load_model(model_name, device=device, revision=revision)
+    except ModelLoadError as exc:
+        log.error(str(exc))
+        return ExitCode.MODEL
+    log.info(f"model: {model.info.name} ({model.info.source}) on {model.device}")
+
+    metadata = {"model": model.info.as_dict()}
+    writer = get_writer(fmt.value, sys.stdout, metadata, multiple_files=len(inputs) > 1)
+    bar = progress_bar(quiet)
+    task = None
+    results = []
+
+    def on_progress(status):
+        if bar is not None:
+            bar.update(task, total=max(status.seconds_total, 1e-9), completed=status.seconds_done,
+                       detail=f"{status.files_done}/{status.files_total} files")
+
+    try:
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("detecting", total=None, detail="")
+        for result in iter_detect(
+            model, local_inputs, queries, threshold=thresholds, median_filter_frames=median_filter,
+            min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size,
+            overlap=overlap, unbiased=not approximate,
+            with_spectrogram=output_dir is not None and not no_plot, progress=on_progress,
+        ):
+            for message in result.warnings:
+                log.warning(f"{result.file}: {message}")
+            if result.error:
+                log.error(f"{result.file}: {result.error}")
+                failed = True
+            elif output_dir is not None:
+                try:
+                    write_file_outputs(result, output_dir, plot=not no_plot)
+                except OSError as exc:
+                    log.error(f"{output_dir}: cannot write outputs for {result.file}: {exc}")
+                    failed = True
+            if world == 1:
+                writer.write_result(result)
+            else:
+                result.spectrogram = None  # already plotted; keep the gather small
+                results.append(result)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.stop()
+        log.error("interrupted: files written so far are complete; nothing is half-written")
+        return ExitCode.INTERRUPTED
+    except ValueError as exc:  # e.g. --overlap longer than a window
+        log.error(str(exc))
+        return ExitCode.USAGE
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    if world > 1:
+        failed = _gather_and_write(results, inputs, writer, rank, world) or failed
+    if rank == 0:
+        writer.close()
+    return ExitCode.INPUT_FAILED if failed else ExitCode.OK
+
+
+def _gather_and_write(results, inputs, writer, rank, world) -> bool:
+    """Rank 0 writes every rank's results in input order; returns whether any rank failed."""
+    import torch.distributed as dist
+
+    gathered = [None] * world if rank == 0 else None
+    dist.gather_object(results, gathered, dst=0)
+    failed = any(not r.ok for r in results)
+    flags = [None] * world
+    dist.all_gather_object(flags, failed)
+    if rank == 0:
+        by_file = {r.path: r for rank_results in gathered for r in rank_results}
+        for item in inputs:
+            if item.path in by_file:
+                writer.write_result(by_file[item.path])
+    dist.destroy_process_group()
+    return any(flags)

@@ -1,0 +1,30 @@
+"""``flam models``: list the registry (names, sources, licences)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from .app import app
+
+
+@app.command("models")
+def models_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list on stdout.")] = False,
+) -> None:
+    """List the models --model accepts by name (directories and files work too)."""
+    from ..models.registry import list_models
+
+    entries = list_models()
+    if as_json:
+        typer.echo(json.dumps([
+            {"name": e.name, "description": e.description, "repo_id": e.repo_id,
+             "revision": e.revision, "licence": e.licence} for e in entries
+        ], indent=2))
+        return
+    for e in entries:
+        source = f"hf://{e.repo_id}@{e.revision[:10]}" if e.repo_id else "built-in"
+        licence = f"  [{e.licence}]" if e.licence else ""
+        typer.echo(f"{e.name}\t{source}\t{e.description}{licence}")

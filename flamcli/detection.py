@@ -1,0 +1,204 @@
+"""The detection library: files + text queries → frame scores and events. No UI here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .audio import AudioError, AudioInput, expand_inputs, probe
+from .events import Event, median_filter, scores_to_events
+from .inference import Spectrogram, WindowPlan, score_files
+from .models.flam import FlamModel, ModelInfo
+
+DEFAULT_THRESHOLD = 0.5  # the calibrated boundary: cosine > 0 (FLAM §3.2)
+DEFAULT_MEDIAN_FILTER = 3  # frames, as in FLAM's evaluation (§5.2)
+
+
+@dataclass
+class FileResult:
+    """Detection output for one input: events and the (filtered) frame score table."""
+
+    file: str  # as given by the user (relative to the argument)
+    path: Path | None
+    stem: str
+    queries: list[str]
+    events: list[Event] = field(default_factory=list)
+    scores: np.ndarray | None = None  # [frames, queries], median-filtered as configured
+    frame_seconds: float = 0.0
+    duration: float = 0.0
+    sample_rate: int = 0
+    thresholds: list[float] = field(default_factory=list)
+    model: ModelInfo | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    spectrogram: Spectrogram | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        edges = np.arange(len(self.scores) + 1, dtype=np.float64) * self.frame_seconds
+        edges[-1] = min(edges[-1], self.duration)
+        return edges
+
+    def score_table(self):
+        """The sed_scores_eval layout: columns ``onset, offset, <query>…``, one row per frame."""
+        import pandas as pd
+
+        edges = self.timestamps
+        table = pd.DataFrame({"onset": edges[:-1], "offset": edges[1:]})
+        for column, query in enumerate(self.queries):
+            table[query] = self.scores[:, column]
+        return table
+
+
+@dataclass
+class Progress:
+    """Reported after every scored window and every finished file."""
+
+    files_done: int
+    files_total: int
+    seconds_done: float  # audio seconds scored so far
+    seconds_total: float  # from file headers (an estimate for some MP3s)
+    current: str
+
+
+class QueryError(ValueError):
+    """No usable query remains."""
+
+
+def clean_queries(queries: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
+    """Validate queries → (usable queries, warnings, errors), one line per problem.
+
+    Tabs and newlines would break TSV columns and label tracks, so they become spaces (with a
+    warning); empty queries are errors; repeated queries are kept once.
+    """
+    usable, warnings, errors = [], [], []
+    for position, raw in enumerate(queries, 1):
+        text = " ".join(str(raw).split())
+        if not text:
+            errors.append(f"query {position} is empty")
+            continue
+        if any(c in raw for c in "\t\n\r\v\f") or text != raw.strip():
+            warnings.append(f"query {raw!r}: tabs/newlines replaced by spaces → {text!r}")
+        if text in usable:
+            warnings.append(f"query {text!r} given more than once; scored once")
+            continue
+        usable.append(text)
+    return usable, warnings, errors
+
+
+def resolve_thresholds(queries: Sequence[str], threshold: float | Mapping[str, float]) -> list[float]:
+    if isinstance(threshold, Mapping):
+        default = threshold.get("*", DEFAULT_THRESHOLD)
+        unknown = set(threshold) - set(queries) - {"*"}
+        if unknown:
+            raise QueryError(f"threshold given for unknown query: {sorted(unknown)[0]!r}")
+        return [float(threshold.get(q, default)) for q in queries]
+    return [float(threshold)] * len(queries)
+
+
+def iter_detect(
+    model: FlamModel | str,
+    audio: str | os.PathLike | Iterable[str | os.PathLike | AudioInput],
+    queries: Sequence[str],
+    *,
+    threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD,
+    median_filter_frames: int = DEFAULT_MEDIAN_FILTER,
+    min_duration: float = 0.0,
+    merge_gap: float = 0.0,
+    batch_size: int = 8,
+    overlap: float = 2.5,
+    unbiased: bool = True,
+    with_spectrogram: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+) -> Iterator[FileResult]:
+    """Detect ``queries`` in every audio input; yields one :class:`FileResult` per file.
+
+    ``audio`` takes files, directories (recursive), glob patterns or resolved inputs. Failed
+    inputs are yielded with ``error`` set, so one bad file never stops the rest. Text queries
+    are encoded once; windows of consecutive files share batches.
+    """
+    if isinstance(model, str):
+        from .models.registry import load_model
+
+        model = load_model(model)
+    queries, _, query_errors = clean_queries(queries)
+    if query_errors or not queries:
+        raise QueryError(query_errors[0] if query_errors else "no query given")
+    thresholds = resolve_thresholds(queries, threshold)
+    if isinstance(audio, (str, os.PathLike)):
+        audio = [audio]
+    inputs, problems = [], []
+    arguments = []
+    for item in audio:
+        if isinstance(item, AudioInput):
+            inputs.append(item)
+        else:
+            arguments.append(os.fspath(item))
+    if arguments:
+        expanded, problems = expand_inputs(arguments)
+        inputs.extend(expanded)
+    for problem in problems:
+        name, _, message = problem.partition(": ")
+        yield FileResult(file=name, path=None, stem="", queries=queries, error=message,
+                         model=model.info)
+
+    plan = WindowPlan.for_model(model, overlap)
+    with torch.inference_mode():
+        text = model.encode_text(queries)
+
+    totals = {}
+    for item in inputs:
+        try:
+            totals[item] = probe(item.path).duration
+        except AudioError:
+            totals[item] = 0.0
+    status = Progress(0, len(inputs), 0.0, sum(totals.values()), "")
+    window_seconds = plan.window_samples / plan.sample_rate
+    hop_seconds = plan.hop_samples / plan.sample_rate
+    covered: dict[AudioInput, float] = {}
+
+    def on_window(item: AudioInput, index: int) -> None:
+        now = min(totals[item], window_seconds + index * hop_seconds)
+        status.seconds_done += max(0.0, now - covered.get(item, 0.0))
+        covered[item] = max(now, covered.get(item, 0.0))
+        status.current = item.display
+        if progress is not None:
+            progress(status)
+
+    for item, file_scores, error in score_files(
+        model, inputs, text, plan, batch_size=batch_size, unbiased=unbiased,
+        with_spectrogram=with_spectrogram, on_window=on_window,
+    ):
+        result = FileResult(file=item.display, path=item.path, stem=item.stem, queries=queries,
+                            thresholds=thresholds, model=model.info, error=error)
+        if file_scores is not None:
+            filtered = median_filter(file_scores.scores, median_filter_frames)
+            result.scores = filtered
+            result.frame_seconds = file_scores.frame_seconds
+            result.duration = file_scores.duration
+            result.sample_rate = file_scores.sample_rate
+            result.spectrogram = file_scores.spectrogram
+            if file_scores.silent:
+                result.warnings.append("audio is silent (all samples are zero)")
+            result.events = scores_to_events(
+                filtered, queries, file_scores.frame_seconds, file_scores.duration, thresholds,
+                file=item.display, min_duration=min_duration, merge_gap=merge_gap,
+            )
+        status.files_done += 1
+        if progress is not None:
+            progress(status)
+        yield result
+
+
+def detect(model: FlamModel | str, audio, queries: Sequence[str], **options) -> list[FileResult]:
+    """Like :func:`iter_detect`, collected into a list (failed inputs have ``error`` set)."""
+    return list(iter_detect(model, audio, queries, **options))

@@ -1,0 +1,301 @@
+"""Frame scores for many files: stream windows, batch them across files, stitch per file.
+
+Decoding and resampling run in a background thread while the model runs, windows from
+consecutive files share batches, and each file's overlapping windows are stitched by
+overlap-add of frame scores with triangular weights (frames are aligned between windows
+because the hop is a whole number of frames).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .audio import AudioError, AudioInput, Window, WindowStream
+from .models.flam import FlamModel, TextEmbedding
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    sample_rate: int
+    window_samples: int
+    frames_per_window: int
+    hop_frames: int
+
+    @property
+    def frame_samples(self) -> int:
+        return self.window_samples // self.frames_per_window
+
+    @property
+    def hop_samples(self) -> int:
+        return self.hop_frames * self.frame_samples
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frame_samples / self.sample_rate
+
+    @classmethod
+    def for_model(cls, model: FlamModel, overlap_seconds: float = 2.5) -> "WindowPlan":
+        frames = model.frames_per_window
+        overlap_frames = int(round(overlap_seconds / model.frame_seconds))
+        if not 0 <= overlap_frames < frames:
+            raise ValueError(
+                f"overlap must be between 0 and {frames * model.frame_seconds:g} s (one window)"
+            )
+        return cls(model.sample_rate, model.window_samples, frames, frames - overlap_frames)
+
+
+def triangular_weights(frames: int) -> np.ndarray:
+    """1, 2, …, peak, …, 2, 1: window edges count least where a neighbour overlaps them."""
+    j = np.arange(frames)
+    return np.minimum(j + 1, frames - j).astype(np.float32)
+
+
+class Spectrogram:
+    """A log-mel picture of a file at bounded resolution (≤ ``max_columns``), built on the fly."""
+
+    def __init__(self, sample_rate: int, duration_hint: float, max_columns: int = 3000,
+                 n_mels: int = 64):
+        import torchaudio
+
+        self.sample_rate = sample_rate
+        self.column_seconds = max(0.02, duration_hint / max_columns)
+        n_fft = 1024 if sample_rate > 24_000 else 512
+        self.hop = n_fft // 2
+        self.transform = torchaudio.transforms.MelSpectrogram(
+            sample_rate, n_fft=n_fft, hop_length=self.hop, n_mels=n_mels, center=False,
+            f_max=sample_rate / 2,
+        )
+        self.n_mels = n_mels
+        self.sums = np.zeros((0, n_mels), dtype=np.float64)
+        self.counts = np.zeros(0, dtype=np.int64)
+
+    def add(self, samples: np.ndarray, start: int, own: int) -> None:
+        """Add the frames that start in ``samples[:own]`` (later samples only complete them),
+        so consecutive overlapping windows tile the file without gaps or double counting."""
+        samples = samples[: own + self.transform.n_fft]
+        if len(samples) < self.transform.n_fft:
+            return
+        with torch.no_grad():
+            power = self.transform(torch.from_numpy(samples)).T.numpy()  # [frames, mels]
+        power = power[: max(1, math.ceil(own / self.hop))]
+        times = (start + self.hop * np.arange(len(power)) + self.transform.n_fft / 2)
+        columns = (times / self.sample_rate / self.column_seconds).astype(np.int64)
+        size = int(columns.max()) + 1
+        if size > len(self.counts):
+            self.sums = np.pad(self.sums, ((0, size - len(self.counts)), (0, 0)))
+            self.counts = np.pad(self.counts, (0, size - len(self.counts)))
+        np.add.at(self.sums, columns, power)
+        np.add.at(self.counts, columns, 1)
+
+    def image(self) -> np.ndarray:
+        """[mels, columns] in dB; empty columns stay at the floor."""
+        mean = self.sums / np.maximum(self.counts, 1)[:, None]
+        return (10 * np.log10(np.maximum(mean, 1e-10))).T.astype(np.float32)
+
+
+@dataclass
+class FileScores:
+    """Stitched frame probabilities of one file: ``scores`` [frames, queries]."""
+
+    input: AudioInput
+    duration: float
+    sample_rate: int  # of the file, before resampling
+    frame_seconds: float
+    scores: np.ndarray
+    silent: bool
+    spectrogram: Spectrogram | None = None
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """Frame boundaries [frames + 1]; the last frame ends at the end of the file."""
+        edges = np.arange(len(self.scores) + 1, dtype=np.float64) * self.frame_seconds
+        edges[-1] = min(edges[-1], self.duration)
+        return edges
+
+
+@dataclass
+class _FileState:
+    input: AudioInput
+    stream: WindowStream
+    plan: WindowPlan
+    n_queries: int
+    spectrogram: Spectrogram | None
+    sums: np.ndarray = field(init=False)
+    weights: np.ndarray = field(init=False)
+    pending: int = 0  # windows read but not scored yet
+    finished_reading: bool = False
+    error: str | None = None
+
+    def __post_init__(self):
+        # Sized from the header; grown if the decoder yields more than announced.
+        frames = math.ceil(self.stream.info.duration / self.plan.frame_seconds) + self.plan.frames_per_window
+        self.sums = np.zeros((frames, self.n_queries), dtype=np.float64)
+        self.weights = np.zeros(frames, dtype=np.float64)
+
+    def add(self, window: Window, probs: np.ndarray, weights: np.ndarray) -> None:
+        first = window.index * self.plan.hop_frames
+        last = first + self.plan.frames_per_window
+        if last > len(self.weights):
+            grow = last - len(self.weights) + 64
+            self.sums = np.pad(self.sums, ((0, grow), (0, 0)))
+            self.weights = np.pad(self.weights, (0, grow))
+        self.sums[first:last] += probs.T * weights[:, None]
+        self.weights[first:last] += weights
+
+    def result(self) -> FileScores:
+        total = self.stream.total_samples
+        frames = math.ceil(total / self.plan.frame_samples)
+        scores = (self.sums[:frames] / np.maximum(self.weights[:frames], 1e-12)[:, None])
+        return FileScores(
+            input=self.input, duration=total / self.plan.sample_rate,
+            sample_rate=self.stream.info.sample_rate, frame_seconds=self.plan.frame_seconds,
+            scores=scores.astype(np.float32), silent=self.stream.peak == 0.0,
+            spectrogram=self.spectrogram,
+        )
+
+
+_DONE = object()
+
+
+def _prefetch(iterator: Iterator, depth: int) -> Iterator:
+    """Run ``iterator`` in a daemon thread, ``depth`` items ahead of the consumer."""
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def worker():
+        try:
+            for item in iterator:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(_DONE)
+        except BaseException as exc:  # hand any crash to the consumer
+            items.put(exc)
+
+    thread = threading.Thread(target=worker, daemon=True, name="flam-decode")
+    thread.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _window_items(inputs: list[AudioInput], plan: WindowPlan, n_queries: int,
+                  with_spectrogram: bool):
+    """("window", state, Window) for every window, then ("end", state) per file."""
+    for item in inputs:
+        try:
+            stream = WindowStream(item.path, plan.sample_rate, plan.window_samples,
+                                  plan.hop_samples)
+        except AudioError as exc:
+            yield "failed", item, str(exc)
+            continue
+        spectrogram = Spectrogram(plan.sample_rate, stream.info.duration) if with_spectrogram else None
+        state = _FileState(item, stream, plan, n_queries, spectrogram)
+        yield "start", state, None
+        try:
+            for window in stream:
+                if spectrogram is not None:
+                    last = window.valid < plan.window_samples
+                    own = window.valid if last else plan.hop_samples
+                    spectrogram.add(window.samples[: window.valid], window.start, own)
+                yield "window", state, window
+        except AudioError as exc:
+            state.error = str(exc)
+        if state.error is None and stream.total_samples == 0:
+            state.error = "contains no audio samples"
+        yield "end", state, None
+
+
+def inference_context(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def score_files(
+    model: FlamModel,
+    inputs: list[AudioInput],
+    text: TextEmbedding,
+    plan: WindowPlan,
+    batch_size: int = 8,
+    unbiased: bool = True,
+    with_spectrogram: bool = False,
+    on_window: Callable[[AudioInput, int], None] | None = None,
+) -> Iterator[tuple[AudioInput, FileScores | None, str | None]]:
+    """Yield ``(input, scores, None)`` or ``(input, None, error)`` per file, in input order."""
+    weights = triangular_weights(plan.frames_per_window)
+    text = text.to(model.device)
+    order: list = []  # file states and failed inputs in input order
+    batch: list[tuple[_FileState, Window]] = []
+
+    def run_batch():
+        if not batch:
+            return
+        waves = torch.from_numpy(np.stack([w.samples for _, w in batch])).to(model.device)
+        with torch.inference_mode(), inference_context(model.device):
+            frames = model.embed_audio_frames(waves)
+            probs = model.frame_probabilities(frames, text, unbiased=unbiased).cpu().numpy()
+        for (state, window), p in zip(batch, probs):
+            state.pending -= 1
+            if state.error is None:
+                state.add(window, p, weights)
+            if on_window is not None:
+                on_window(state.input, window.index)
+        batch.clear()
+
+    def drain_finished():
+        while order:
+            head = order[0]
+            if isinstance(head, tuple):  # failed before streaming
+                order.pop(0)
+                yield head[0], None, head[1]
+                continue
+            if not head.finished_reading or head.pending:
+                return
+            order.pop(0)
+            if head.error is not None:
+                yield head.input, None, head.error
+            else:
+                yield head.input, head.result(), None
+
+    items = _prefetch(_window_items(inputs, plan, len(text.texts), with_spectrogram),
+                      depth=max(2, 2 * batch_size))
+    for kind, state, payload in items:
+        if kind == "failed":
+            order.append((state, payload))
+        elif kind == "start":
+            order.append(state)
+        elif kind == "window":
+            state.pending += 1
+            batch.append((state, payload))
+            if len(batch) >= batch_size:
+                run_batch()
+        else:  # "end"
+            state.finished_reading = True
+            if state.error is not None:  # drop its queued windows
+                kept = [(s, w) for s, w in batch if s is not state]
+                state.pending -= len(batch) - len(kept)
+                batch[:] = kept
+        yield from drain_finished()
+    run_batch()
+    yield from drain_finished()

@@ -1,0 +1,167 @@
+"""Model configuration: one dataclass tree describes every FLAM model flam can build.
+
+A config round-trips through ``config.json`` (see :func:`FlamConfig.to_dict` /
+:func:`FlamConfig.from_dict`), so a model directory is self-describing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FrontendConfig:
+    """Waveform → log-mel front end (STFT as convolution, Slaney mel, dB, BatchNorm)."""
+
+    sample_rate: int = 48_000
+    window_seconds: float = 10.0
+    n_fft: int = 1024
+    hop_length: int = 480
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 14_000.0
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def stft_frames(self) -> int:
+        # Centred STFT: one frame per hop plus the frame centred on the last sample.
+        return self.window_samples // self.hop_length + 1
+
+
+@dataclass
+class AudioEncoderConfig:
+    """HTSAT-style Swin transformer over the folded log-mel image."""
+
+    spec_size: int = 256
+    freq_ratio: int = 4
+    patch_size: int = 4
+    embed_dim: int = 128
+    depths: tuple[int, ...] = (2, 2, 12, 2)
+    num_heads: tuple[int, ...] = (4, 8, 16, 32)
+    window_size: int = 8
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.1
+
+    @property
+    def out_dim(self) -> int:
+        return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+    @property
+    def final_grid(self) -> int:
+        return self.spec_size // self.patch_size // 2 ** (len(self.depths) - 1)
+
+    @property
+    def frames_per_window(self) -> int:
+        # Each time chunk of the fold contributes one frame per final-grid column.
+        return self.freq_ratio * self.final_grid
+
+
+@dataclass
+class TextEncoderConfig:
+    """BERT/RoBERTa-style transformer encoder (HF-compatible parameter names)."""
+
+    kind: str = "roberta"  # "roberta" (position ids from padding_idx + 1) or "bert" (from 0)
+    vocab_size: int = 50_265
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 514
+    type_vocab_size: int = 1
+    layer_norm_eps: float = 1e-5
+    pad_token_id: int = 1
+    max_length: int = 77
+    pooling: str = "pooler"  # "pooler" (tanh dense on the first token) or "mean"
+    lowercase: bool = False  # lower-case queries before tokenising (training captions were)
+
+
+@dataclass
+class FlamConfig:
+    name: str = "flam"
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    embed_dim: int = 512
+    # Initial values from the paper (§3.6): α ≈ 10, β ≈ −8 added to the default bias init.
+    alpha_init: float = 2.302585092994046  # log(10)
+    beta_init: float = -8.0
+
+    @property
+    def frames_per_window(self) -> int:
+        return self.audio.frames_per_window
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.frontend.window_seconds / self.frames_per_window
+
+    def validate(self) -> None:
+        a, f = self.audio, self.frontend
+        if a.spec_size % a.freq_ratio or f.n_mels != a.spec_size // a.freq_ratio:
+            raise ValueError(
+                f"n_mels ({f.n_mels}) must equal spec_size / freq_ratio ({a.spec_size}/{a.freq_ratio})"
+            )
+        if a.final_grid < a.freq_ratio or a.final_grid % a.freq_ratio:
+            # Final grid rows are (time chunk, mel part) pairs: every chunk needs whole rows.
+            raise ValueError("final grid must be a positive multiple of freq_ratio")
+        if len(a.depths) != len(a.num_heads):
+            raise ValueError("depths and num_heads must have the same length")
+        if f.window_samples % self.frames_per_window:
+            raise ValueError("window samples must be a multiple of the frame count")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FlamConfig":
+        def build(kind, values):
+            names = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - names
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} keys: {sorted(unknown)}")
+            return kind(**values)
+
+        data = dict(data)
+        frontend = build(FrontendConfig, data.pop("frontend", {}))
+        audio_values = dict(data.pop("audio", {}))
+        for key in ("depths", "num_heads"):
+            if key in audio_values:
+                audio_values[key] = tuple(audio_values[key])
+        audio = build(AudioEncoderConfig, audio_values)
+        text = build(TextEncoderConfig, data.pop("text", {}))
+        config = build(cls, {**data, "frontend": frontend, "audio": audio, "text": text})
+        config.validate()
+        return config
+
+
+def openflam_v1_base_config() -> FlamConfig:
+    """The published OpenFLAM v1-base architecture (HTSAT-base + RoBERTa-base)."""
+    return FlamConfig(name="openflam-v1-base")
+
+
+def debug_config() -> FlamConfig:
+    """A tiny architecture of the same shape, built in code in well under a second.
+
+    16 kHz, 10 s windows, 32 frames of 0.3125 s like the real model, so every code path
+    (windowing, stitching, frame times) is exercised with realistic geometry.
+    """
+    return FlamConfig(
+        name="debug",
+        frontend=FrontendConfig(
+            sample_rate=16_000, n_fft=512, hop_length=160, n_mels=16, f_min=50.0, f_max=8_000.0
+        ),
+        audio=AudioEncoderConfig(
+            spec_size=64, freq_ratio=4, patch_size=4, embed_dim=16,
+            depths=(1, 1), num_heads=(2, 2), window_size=4, drop_path_rate=0.0,
+        ),
+        text=TextEncoderConfig(
+            kind="roberta", vocab_size=260, hidden_size=32, num_layers=2, num_heads=2,
+            intermediate_size=64, max_position_embeddings=80, type_vocab_size=1,
+            pad_token_id=1, max_length=77, lowercase=True,
+        ),
+        embed_dim=32,
+    )

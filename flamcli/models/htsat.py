@@ -1,0 +1,206 @@
+"""HTSAT: a Swin transformer over the folded log-mel image, read out as frame embeddings.
+
+Parameter and buffer names follow the published HTSAT checkpoints (``patch_embed``,
+``layers.i.blocks.j.attn.relative_position_bias_table``, ``layers.i.downsample.reduction``,
+``norm``), so their state dicts load strictly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import AudioEncoderConfig, FrontendConfig
+from .frontend import LogmelExtractor, SpectrogramExtractor, normalise_and_fold
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """[B, H, W, C] → [B·nW, window·window, C], windows and their tokens row-major."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((h // window) * (w // window))
+    x = windows.view(b, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
+    coords = coords.flatten(1)  # [2, window²]
+    delta = coords[:, :, None] - coords[:, None, :] + (window - 1)
+    return (delta[0] * (2 * window - 1) + delta[1]).long()
+
+
+def shifted_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
+    """[nW, window², window²] with 0 inside a region and −100 across regions."""
+    labels = torch.zeros(1, h, w, 1)
+    regions = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    count = 0
+    for rows in regions:
+        for cols in regions:
+            labels[:, rows, cols, :] = count
+            count += 1
+    windows = window_partition(labels, window).squeeze(-1)
+    diff = windows[:, None, :] - windows[:, :, None]
+    return diff.ne(0).float() * -100.0
+
+
+class WindowAttention(nn.Module):
+    def __init__(self, dim: int, window: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(window))
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        bw, n, c = x.shape
+        qkv = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        bias = bias.view(n, n, self.heads).permute(2, 0, 1)  # [heads, n, n]
+        if mask is None:
+            attn_bias = bias[None].to(q.dtype)
+        else:
+            n_windows = mask.shape[0]
+            attn_bias = bias[None, None] + mask[None, :, None]  # [1, nW, heads, n, n]
+            attn_bias = attn_bias.expand(bw // n_windows, -1, -1, -1, -1)
+            attn_bias = attn_bias.reshape(bw, self.heads, n, n).to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim: int, grid: int, heads: int, window: int, shift: int, mlp_ratio: float,
+                 drop_path_rate: float):
+        super().__init__()
+        if grid <= window:  # the whole grid is one window: nothing to shift
+            window, shift = grid, 0
+        self.grid, self.window, self.shift = grid, window, shift
+        self.drop_path_rate = drop_path_rate
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        mask = shifted_window_mask(grid, grid, window, shift) if shift else None
+        self.register_buffer("attn_mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        g, s = self.grid, self.shift
+        h = self.norm1(x).view(b, g, g, c)
+        if s:
+            h = torch.roll(h, shifts=(-s, -s), dims=(1, 2))
+        windows = self.attn(window_partition(h, self.window), self.attn_mask)
+        h = window_reverse(windows, self.window, g, g)
+        if s:
+            h = torch.roll(h, shifts=(s, s), dims=(1, 2))
+        x = x + drop_path(h.reshape(b, n, c), self.drop_path_rate, self.training)
+        return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
+
+
+class PatchMerging(nn.Module):
+    def __init__(self, dim: int, grid: int):
+        super().__init__()
+        self.grid = grid
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, c = x.shape
+        x = x.view(b, self.grid, self.grid, c)
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+        return self.reduction(self.norm(x.reshape(b, -1, 4 * c)))
+
+
+class SwinStage(nn.Module):
+    def __init__(self, dim: int, grid: int, depth: int, heads: int, config: AudioEncoderConfig,
+                 drop_rates: list[float], downsample: bool):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, grid, heads, config.window_size,
+                      config.window_size // 2 if i % 2 else 0, config.mlp_ratio, drop_rates[i])
+            for i in range(depth)
+        )
+        self.downsample = PatchMerging(dim, grid) if downsample else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.downsample(x) if self.downsample is not None else x
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x).flatten(2).transpose(1, 2))
+
+
+class HTSATEncoder(nn.Module):
+    """[B, samples] → frame features [B, frames_per_window, out_dim]."""
+
+    def __init__(self, frontend: FrontendConfig, config: AudioEncoderConfig):
+        super().__init__()
+        self.config = config
+        self.spectrogram_extractor = SpectrogramExtractor(frontend)
+        self.logmel_extractor = LogmelExtractor(frontend)
+        self.bn0 = nn.BatchNorm2d(frontend.n_mels)
+        self.patch_embed = PatchEmbed(config.patch_size, config.embed_dim)
+        total_blocks = sum(config.depths)
+        rates = [config.drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
+        grid = config.spec_size // config.patch_size
+        stages, start = [], 0
+        for i, (depth, heads) in enumerate(zip(config.depths, config.num_heads)):
+            last = i == len(config.depths) - 1
+            stages.append(SwinStage(config.embed_dim * 2**i, grid, depth, heads, config,
+                                    rates[start:start + depth], downsample=not last))
+            start += depth
+            grid = grid if last else grid // 2
+        self.layers = nn.ModuleList(stages)
+        self.norm = nn.LayerNorm(config.out_dim)
+
+    def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, samples] → [B, 1, stft_frames, n_mels] log-mel in dB (before normalisation)."""
+        return self.logmel_extractor(self.spectrogram_extractor(waveform))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        x = normalise_and_fold(self.logmel(waveform), self.bn0, cfg)
+        x = self.patch_embed(x)
+        for stage in self.layers:
+            x = stage(x)
+        x = self.norm(x)  # [B, G·G, C], grid rows = (time chunk, mel part), cols = time
+        b, _, c = x.shape
+        g = cfg.final_grid
+        mel_parts = g // cfg.freq_ratio
+        x = x.view(b, cfg.freq_ratio, mel_parts, g, c).mean(dim=2)  # average the mel parts
+        return x.reshape(b, cfg.freq_ratio * g, c)  # frame n = g·k + column

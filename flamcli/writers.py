@@ -1,0 +1,214 @@
+"""Output formats behind one interface: tsv, csv, json, jsonl, audacity, scores.
+
+A writer receives results one file at a time (``write_result``) so row formats stream to a
+pipe as files finish; whole-document formats (json) emit in ``close``. Numbers always use
+``.`` as the decimal separator, whatever the locale.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import TextIO
+
+from .detection import FileResult
+from .io import atomic_path
+
+FORMATS = ("tsv", "csv", "json", "jsonl", "audacity", "scores")
+DCASE_COLUMNS = ("filename", "onset", "offset", "event_label", "confidence")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def label_text(text: str) -> str:
+    """Label-track text: no tabs/newlines (they would split the line), never empty."""
+    return " ".join(text.split()) or "?"
+
+
+class ResultWriter:
+    def __init__(self, stream: TextIO, metadata: dict | None = None):
+        self.stream = stream
+        self.metadata = metadata or {}
+        self.started = False
+
+    def write_result(self, result: FileResult) -> None:
+        if not self.started:
+            self.started = True
+            self.begin(result)
+        self.write(result)
+        self.stream.flush()
+
+    def begin(self, result: FileResult) -> None:
+        pass
+
+    def write(self, result: FileResult) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+class DelimitedWriter(ResultWriter):
+    """DCASE event table: ``filename onset offset event_label confidence``."""
+
+    delimiter = "\t"
+
+    def __init__(self, stream, metadata=None):
+        super().__init__(stream, metadata)
+        self.rows = csv.writer(stream, delimiter=self.delimiter, lineterminator="\n")
+        self.rows.writerow(DCASE_COLUMNS)
+        self.started = True
+
+    def write(self, result: FileResult) -> None:
+        for e in result.events:
+            self.rows.writerow([e.file, _seconds(e.onset), _seconds(e.offset), e.query,
+                                f"{e.confidence:.4f}"])
+
+
+class TsvWriter(DelimitedWriter):
+    delimiter = "\t"
+
+
+class CsvWriter(DelimitedWriter):
+    delimiter = ","
+
+
+def result_record(result: FileResult) -> dict:
+    record = {
+        "file": result.file,
+        "duration": round(result.duration, 6),
+        "queries": result.queries,
+        "thresholds": dict(zip(result.queries, result.thresholds)),
+        "events": [
+            {"onset": e.onset, "offset": e.offset, "query": e.query, "confidence": e.confidence}
+            for e in result.events
+        ],
+    }
+    if result.warnings:
+        record["warnings"] = result.warnings
+    if result.error:
+        record = {"file": result.file, "error": result.error}
+    return record
+
+
+class JsonWriter(ResultWriter):
+    """One document: ``{"model": …, "files": [...], "errors": [...]}``."""
+
+    def __init__(self, stream, metadata=None):
+        super().__init__(stream, metadata)
+        self.files, self.errors = [], []
+
+    def write(self, result: FileResult) -> None:
+        (self.errors if result.error else self.files).append(result_record(result))
+
+    def close(self) -> None:
+        document = {**self.metadata, "files": self.files, "errors": self.errors}
+        self.stream.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        super().close()
+
+
+class JsonlWriter(ResultWriter):
+    """One event per line: ``{"file", "onset", "offset", "query", "confidence", "model"}``."""
+
+    def write(self, result: FileResult) -> None:
+        model = self.metadata.get("model", {}).get("name")
+        for e in result.events:
+            line = {**e.as_dict(), "model": model}
+            self.stream.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+class AudacityWriter(ResultWriter):
+    """Label-track lines ``START<TAB>END<TAB>query (confidence)`` with 6 decimals."""
+
+    def write(self, result: FileResult) -> None:
+        self.stream.write(audacity_labels(result))
+
+
+def audacity_labels(result: FileResult, with_confidence: bool = True) -> str:
+    lines = []
+    for e in sorted(result.events, key=lambda e: (e.onset, e.offset)):
+        text = f"{e.query} ({e.confidence:.2f})" if with_confidence else e.query
+        lines.append(f"{e.onset:.6f}\t{e.offset:.6f}\t{label_text(text)}\n")
+    return "".join(lines)
+
+
+class ScoresWriter(ResultWriter):
+    """The sed_scores_eval frame table ``onset offset <query>…``.
+
+    With several files on one stream a leading ``filename`` column tells them apart.
+    """
+
+    def __init__(self, stream, metadata=None, multiple_files: bool = False):
+        super().__init__(stream, metadata)
+        self.multiple_files = multiple_files
+
+    def begin(self, result: FileResult) -> None:
+        header = ["onset", "offset", *result.queries]
+        if self.multiple_files:
+            header.insert(0, "filename")
+        self.stream.write("\t".join(header) + "\n")
+
+    def write(self, result: FileResult) -> None:
+        if result.error:
+            return
+        prefix = f"{result.file}\t" if self.multiple_files else ""
+        self.stream.write(score_table_text(result, header=False, prefix=prefix))
+
+
+def score_table_text(result: FileResult, header: bool = True, prefix: str = "") -> str:
+    """Frame probabilities with 9 significant digits: every float32 value round-trips exactly."""
+    out = io.StringIO()
+    if header:
+        out.write("\t".join(["onset", "offset", *result.queries]) + "\n")
+    edges = result.timestamps
+    for row, scores in enumerate(result.scores.tolist()):
+        values = "\t".join(f"{v:.9g}" for v in scores)
+        out.write(f"{prefix}{edges[row]:.6f}\t{edges[row + 1]:.6f}\t{values}\n")
+    return out.getvalue()
+
+
+def events_table_text(result: FileResult) -> str:
+    out = io.StringIO()
+    TsvWriter(out).write_result(result)
+    return out.getvalue()
+
+
+def get_writer(fmt: str, stream: TextIO, metadata: dict | None = None,
+               multiple_files: bool = False) -> ResultWriter:
+    writers = {"tsv": TsvWriter, "csv": CsvWriter, "json": JsonWriter, "jsonl": JsonlWriter,
+               "audacity": AudacityWriter}
+    if fmt == "scores":
+        return ScoresWriter(stream, metadata, multiple_files=multiple_files)
+    if fmt not in writers:
+        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return writers[fmt](stream, metadata)
+
+
+def write_file_outputs(result: FileResult, directory, plot: bool = True) -> list:
+    """Per-file outputs under ``directory``, each written atomically:
+    ``<stem>.events.tsv``, ``<stem>.labels.txt`` (Audacity), ``<stem>.scores.tsv``, ``<stem>.png``.
+    """
+    from pathlib import Path
+
+    base = Path(directory) / result.stem
+    written = []
+    for suffix, text in (
+        (".events.tsv", events_table_text(result)),
+        (".labels.txt", audacity_labels(result)),
+        (".scores.tsv", score_table_text(result)),
+    ):
+        target = base.parent / (base.name + suffix)
+        with atomic_path(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        written.append(target)
+    if plot:
+        from .plots import plot_result
+
+        target = base.parent / (base.name + ".png")
+        with atomic_path(target) as tmp:
+            plot_result(result, tmp)
+        written.append(target)
+    return written
