@@ -8,6 +8,7 @@ fresh model gets the exact same values.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -18,6 +19,19 @@ from torch import nn
 from .config import AudioEncoderConfig, FrontendConfig
 
 
+def on_cpu(function):
+    """Compute a fixed tensor on the CPU even while a model is built on the meta device (as
+    the loader does, to skip random init); loading the weights then replaces it."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with torch.device("cpu"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@on_cpu
 def stft_kernels(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Real and imaginary DFT kernels with a periodic Hann window, shape [n_fft//2+1, 1, n_fft]."""
     n = torch.arange(n_fft, dtype=torch.float64)
@@ -29,6 +43,7 @@ def stft_kernels(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
     return real, imag
 
 
+@on_cpu
 def slaney_mel_matrix(config: FrontendConfig) -> torch.Tensor:
     """[n_freqs, n_mels] Slaney-scale, Slaney-normalised filterbank (librosa's default)."""
     return torchaudio.functional.melscale_fbanks(

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AudioEncoderConfig, FrontendConfig
-from .frontend import LogmelExtractor, SpectrogramExtractor, normalise_and_fold
+from .frontend import LogmelExtractor, on_cpu, SpectrogramExtractor, normalise_and_fold
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -29,6 +29,7 @@ def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
+@on_cpu
 def relative_position_index(window: int) -> torch.Tensor:
     coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
     coords = coords.flatten(1)  # [2, window²]
@@ -36,6 +37,7 @@ def relative_position_index(window: int) -> torch.Tensor:
     return (delta[0] * (2 * window - 1) + delta[1]).long()
 
 
+@on_cpu
 def shifted_window_mask(h: int, w: int, window: int, shift: int) -> torch.Tensor:
     """[nW, window², window²] with 0 inside a region and −100 across regions."""
     labels = torch.zeros(1, h, w, 1)

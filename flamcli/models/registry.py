@@ -215,20 +215,30 @@ def download_entry(entry: RegistryEntry, revision: str | None = None,
     from .. import __version__
 
     revision = revision or entry.revision
+    # A user-chosen revision has no pinned hashes to check against.
+    check = revision == entry.revision
+
+    def fetch(filename: str, force: bool) -> Path:
+        try:
+            return Path(hf_hub_download(
+                entry.repo_id, filename, revision=revision, cache_dir=cache_dir,
+                force_download=force, library_name="flam", library_version=__version__,
+            ))
+        except Exception as exc:  # huggingface_hub raises many types; all become one line
+            raise ModelLoadError(_hub_error_message(entry, filename, exc)) from None
+
     paths = {}
     for filename, expected in entry.files.items():
-        for attempt in range(2):
+        path = fetch(filename, force=False)
+        if check and expected and not verify_sha256(path, expected):
             try:
-                path = Path(hf_hub_download(
-                    entry.repo_id, filename, revision=revision, cache_dir=cache_dir,
-                    force_download=attempt > 0, library_name="flam", library_version=__version__,
-                ))
-            except Exception as exc:  # huggingface_hub raises many types; all become one line
-                raise ModelLoadError(_hub_error_message(entry, filename, exc)) from None
-            # A user-chosen revision has no pinned hashes to check against.
-            if revision != entry.revision or not expected or verify_sha256(path, expected):
-                break
-            if attempt:
+                path = fetch(filename, force=True)
+            except ModelLoadError as exc:
+                raise ModelLoadError(
+                    f"model {entry.name!r}: the cached {filename} ({path}) fails its sha256 "
+                    f"check and a fresh download failed: {exc}"
+                ) from None
+            if not verify_sha256(path, expected):
                 raise ModelLoadError(
                     f"model {entry.name!r}: {filename} fails its sha256 check after a fresh "
                     f"download (expected {expected}); the Hub copy may have changed"

@@ -1,0 +1,69 @@
+"""Shared fixtures: the in-code debug model, synthetic audio files, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path_factory):
+    # Tests never see a user's model choice or cache, and never show progress bars.
+    monkeypatch.delenv("FLAM_MODEL", raising=False)
+    monkeypatch.setenv("FLAM_CACHE", str(tmp_path_factory.mktemp("flam-cache")))
+    monkeypatch.setenv("FLAM_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def debug_model():
+    from flamcli.models.registry import build_debug_model
+
+    return build_debug_model()
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0, channels: int = 1, seed: int = 0,
+         noise: float = 0.05) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(round(seconds * rate))) / rate
+    x = 0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(len(t))
+    x = x.astype(np.float32)
+    if channels > 1:
+        x = np.stack([x * (1 - 0.1 * c) for c in range(channels)], axis=1)
+    return x
+
+
+@pytest.fixture
+def make_audio(tmp_path):
+    """make_audio(name, seconds, rate, channels=1, subtype=None, data=None) → path."""
+
+    def make(name: str, seconds: float = 3.0, rate: int = 16_000, channels: int = 1,
+             subtype: str | None = None, data: np.ndarray | None = None, **kw) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        samples = data if data is not None else tone(seconds, rate, channels=channels, **kw)
+        sf.write(str(path), samples, rate, subtype=subtype)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def cli():
+    """Run the real Typer app in-process; stdout and stderr are kept apart."""
+    from typer.testing import CliRunner
+
+    from flamcli.cli.app import app
+
+    runner = CliRunner()
+
+    def run(*args, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
+
+    return run
