@@ -278,7 +278,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
     ap.add_argument("--query-threads", type=int, default=1,
                     help="thread count for the query comparison (default 1)")
-    ap.add_argument("--repeats", type=int, default=2,
+    ap.add_argument("--repeats", type=int, default=3,
                     help="repeats (alternating) of the 1- and 20-query runs; the minimum counts")
     ap.add_argument("--sections", default="throughput,rss,queries")
     ap.add_argument("--batch-size", type=int, default=8, help="as `flam detect` (default 8)")
