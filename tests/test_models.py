@@ -124,8 +124,11 @@ def test_config_roundtrip_and_validation():
         FlamConfig.from_dict(bad)
 
 
-def test_no_model_is_never_a_silent_debug_default():
-    with pytest.raises(ModelLoadError, match="no model given"):
+def test_no_model_is_never_a_silent_debug_default(monkeypatch):
+    from flamcli.models import registry
+
+    monkeypatch.setattr(registry, "hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(ModelLoadError, match="no model available.*openflam-v1-base.*--model debug"):
         load_model(None)
     with pytest.raises(ModelLoadError, match="unknown model 'nope'"):
         load_model("nope")

@@ -98,7 +98,6 @@ def test_cache_miss_offline_is_one_friendly_sentence(tmp_path, monkeypatch, no_n
     assert "\n" not in message
 
 
-@pytest.mark.slow  # huggingface_hub retries with backoff for ~20 s before giving up
 def test_cache_miss_with_the_network_down_is_friendly(tmp_path, monkeypatch, no_network):
     entry = RegistryEntry(name="absent", description="", repo_id="flam-test/absent",
                           revision=REVISION, files={"config.json": "0" * 64})

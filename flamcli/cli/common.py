@@ -49,6 +49,27 @@ class Log:
     def error(self, message: str) -> None:
         self._line("bold red", "error: ", message)
 
+    def attach(self, logger_name: str = "flamcli") -> None:
+        """Show the library's log records (licence notices, fallbacks) as lines here."""
+        import logging
+
+        log = self
+
+        class Forward(logging.Handler):
+            def emit(self, record):
+                message = record.getMessage()
+                if record.levelno >= logging.ERROR:
+                    log.error(message)
+                elif record.levelno >= logging.WARNING:
+                    log.warning(message)
+                else:
+                    log.info(message)
+
+        logger = logging.getLogger(logger_name)
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, Forward)] + [Forward()]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
 
 def version_callback(value: bool) -> None:
     if value:

@@ -125,6 +125,7 @@ def detect(
       find . -name '*.flac' | flam detect - "birds singing" -t 0.6
     """
     log = Log(quiet)
+    log.attach()
     audio_args, positional_queries = split_audio_and_queries(arguments)
     all_queries = positional_queries + list(query or [])
     if queries_file is not None:

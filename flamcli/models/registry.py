@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,9 +20,13 @@ from typing import Callable
 import torch
 
 from ..io import atomic_path
-from .config import FlamConfig, debug_config
+from .config import FlamConfig, debug_config, openflam_v1_base_config
+from .convert import (OPENFLAM_CHECKPOINT, OPENFLAM_LICENCE, OPENFLAM_NOTICE, convert_openflam,
+                      looks_like_openflam)
 from .flam import FlamModel, ModelInfo
 from .text import TextTokenizer, byte_tokenizer
+
+logger = logging.getLogger("flamcli")
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -40,7 +46,14 @@ class RegistryEntry:
     revision: str | None = None  # a 40-hex commit: cached files load with no network call
     files: dict[str, str] = field(default_factory=dict)  # filename → sha256
     licence: str | None = None
-    licence_notice: str | None = None
+    licence_notice: str | None = None  # shown once, when the model is first downloaded
+    # "flam": the files form a flam model directory; "openflam": a legacy checkpoint plus the
+    # RoBERTa tokenizer files from ``tokenizer_repo``, converted once into the flam cache.
+    checkpoint_format: str = "flam"
+    architecture: Callable[[], FlamConfig] = openflam_v1_base_config  # of an "openflam" checkpoint
+    tokenizer_repo: str | None = None
+    tokenizer_revision: str | None = None
+    tokenizer_files: tuple[str, ...] = ()
 
 
 def build_debug_model() -> FlamModel:
@@ -65,6 +78,24 @@ register(RegistryEntry(
     description="tiny random model built in code, for tests and smoke runs (detects nothing real)",
     builder=build_debug_model,
 ))
+
+
+register(RegistryEntry(
+    name="openflam-v1-base",
+    description="OpenFLAM v1-base (HTSAT-base + RoBERTa-base, 787 MB download), non-commercial",
+    repo_id="kechenadobe/OpenFLAM",
+    revision="7e7b8dd6c8fb17bbc7d5700dbe04c61cd1d5a2c7",
+    files={OPENFLAM_CHECKPOINT: "0f7329b67ad6c3b3a31d5bbb30e91c74dcf7b9007f78d9d7af0bcc643bed1054"},
+    licence=OPENFLAM_LICENCE,
+    licence_notice=OPENFLAM_NOTICE,
+    checkpoint_format="openflam",
+    # Tokenizer files are plain git files (no sha256 on the Hub); the commit pins their content.
+    tokenizer_repo="FacebookAI/roberta-base",
+    tokenizer_revision="e2da8e2f811d1448a5b465c236feacd80ffbac7b",
+    tokenizer_files=("vocab.json", "merges.txt"),
+))
+
+DEFAULT_MODEL = "openflam-v1-base"
 
 
 def list_models() -> list[RegistryEntry]:
@@ -118,6 +149,8 @@ def load_model_directory(directory: Path, info: ModelInfo | None = None,
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
+        if (directory / OPENFLAM_CHECKPOINT).is_file() or (weights and weights.suffix == ".pth"):
+            return load_openflam_directory(directory, weights or directory / OPENFLAM_CHECKPOINT)
         raise ModelLoadError(f"{directory} is not a flam model directory (no {CONFIG_FILE})")
     try:
         config = FlamConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
@@ -127,11 +160,33 @@ def load_model_directory(directory: Path, info: ModelInfo | None = None,
         tokenizer = TextTokenizer.from_directory(directory, config.text)
     except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
         raise ModelLoadError(str(exc)) from None
-    weights = weights or directory / WEIGHTS_FILE
+    if weights is None:
+        candidates = [directory / WEIGHTS_FILE, directory / OPENFLAM_CHECKPOINT]
+        weights = next((p for p in candidates if p.is_file()), candidates[0])
     if not weights.is_file():
         raise ModelLoadError(f"{directory} has no weights file {weights.name}")
     return build_from_state_dict(config, tokenizer, read_state_dict(weights),
                                  info or ModelInfo(name=config.name, source=str(directory)))
+
+
+def load_openflam_directory(directory: Path, checkpoint: Path) -> FlamModel:
+    """The published layout: ``open_flam_oct17.pth`` with ``vocab.json`` + ``merges.txt``."""
+    from .text import roberta_tokenizer
+
+    config = openflam_v1_base_config()
+    missing = [n for n in ("vocab.json", "merges.txt") if not (directory / n).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{directory}: an OpenFLAM checkpoint needs the RoBERTa tokenizer files "
+            f"{' and '.join(missing)} beside it (from the Hub repo FacebookAI/roberta-base)"
+        )
+    tokenizer = TextTokenizer(roberta_tokenizer(directory / "vocab.json",
+                                                directory / "merges.txt"), config.text)
+    state = read_state_dict(checkpoint)
+    if not looks_like_openflam(state):
+        raise ModelLoadError(f"{checkpoint} is not an OpenFLAM checkpoint")
+    info = ModelInfo(name=config.name, source=str(checkpoint), licence=OPENFLAM_LICENCE)
+    return build_from_state_dict(config, tokenizer, state, info)
 
 
 def build_from_state_dict(config: FlamConfig, tokenizer: TextTokenizer,
@@ -190,61 +245,140 @@ def verify_sha256(path: Path, expected: str) -> bool:
     return True
 
 
-def _hub_error_message(entry: RegistryEntry, filename: str, exc: Exception) -> str:
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the Hub answers a TCP connection within ``timeout`` seconds (DNS included).
+
+    Lets an offline machine fail or fall back in seconds instead of waiting through slow DNS
+    failures and huggingface_hub's retries. The lookup runs in a daemon thread because
+    ``getaddrinfo`` ignores socket timeouts.
+    """
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    url = urlparse(constants.ENDPOINT)
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True, name="flam-hub-probe")
+    thread.start()
+    thread.join(timeout)
+    return bool(answer and answer[0])
+
+
+def _hub_error_message(model: str, repo_id: str, filename: str, revision: str | None,
+                       exc: Exception | None) -> str:
     from huggingface_hub import errors
 
-    what = f"model {entry.name!r} ({entry.repo_id}, file {filename})"
-    if isinstance(exc, errors.OfflineModeIsEnabled) or (
-        isinstance(exc, errors.LocalEntryNotFoundError)
-    ):
+    what = f"model {model!r} ({repo_id}, file {filename})"
+    if exc is None or isinstance(exc, (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError)):
         return (f"{what} is not in the local Hugging Face cache and the Hub cannot be reached"
                 " (offline or HF_HUB_OFFLINE=1): connect once to download it, or pass --model"
                 " with a local model directory")
     if isinstance(exc, errors.RepositoryNotFoundError):
         return f"{what}: the Hub repository does not exist or needs a token (set HF_TOKEN)"
     if isinstance(exc, (errors.EntryNotFoundError, errors.RevisionNotFoundError)):
-        return f"{what}: the file or revision {entry.revision} is not on the Hub"
+        return f"{what}: the file or revision {revision} is not on the Hub"
     return f"{what} could not be downloaded: {exc.__class__.__name__}: {exc}"
 
 
-def download_entry(entry: RegistryEntry, revision: str | None = None,
-                   cache_dir: str | Path | None = None) -> dict[str, Path]:
-    """Fetch (or find in the HF cache) every file of a Hub entry and verify its sha256."""
-    from huggingface_hub import hf_hub_download
+def download_files(model: str, repo_id: str, files: dict[str, str | None], revision: str,
+                   cache_dir=None, verify: bool = True) -> dict[str, Path]:
+    """Fetch (or find in the HF cache) each file at ``revision``; check sha256 where known.
+
+    A cached file at a 40-hex revision is returned without any network call. A file that
+    fails its check is downloaded again once.
+    """
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
     from .. import __version__
 
-    revision = revision or entry.revision
-    # A user-chosen revision has no pinned hashes to check against.
-    check = revision == entry.revision
-
     def fetch(filename: str, force: bool) -> Path:
+        if not force:
+            cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir, revision=revision)
+            if isinstance(cached, str):
+                return Path(cached)
+        if not hub_reachable():
+            raise ModelLoadError(_hub_error_message(model, repo_id, filename, revision, None))
         try:
             return Path(hf_hub_download(
-                entry.repo_id, filename, revision=revision, cache_dir=cache_dir,
-                force_download=force, library_name="flam", library_version=__version__,
+                repo_id, filename, revision=revision, cache_dir=cache_dir, force_download=force,
+                library_name="flam", library_version=__version__,
             ))
         except Exception as exc:  # huggingface_hub raises many types; all become one line
-            raise ModelLoadError(_hub_error_message(entry, filename, exc)) from None
+            raise ModelLoadError(_hub_error_message(model, repo_id, filename, revision, exc)) from None
 
     paths = {}
-    for filename, expected in entry.files.items():
+    for filename, expected in files.items():
         path = fetch(filename, force=False)
-        if check and expected and not verify_sha256(path, expected):
+        if verify and expected and not verify_sha256(path, expected):
             try:
                 path = fetch(filename, force=True)
             except ModelLoadError as exc:
                 raise ModelLoadError(
-                    f"model {entry.name!r}: the cached {filename} ({path}) fails its sha256 "
+                    f"model {model!r}: the cached {filename} ({path}) fails its sha256 "
                     f"check and a fresh download failed: {exc}"
                 ) from None
             if not verify_sha256(path, expected):
                 raise ModelLoadError(
-                    f"model {entry.name!r}: {filename} fails its sha256 check after a fresh "
+                    f"model {model!r}: {filename} fails its sha256 check after a fresh "
                     f"download (expected {expected}); the Hub copy may have changed"
                 )
         paths[filename] = path
     return paths
+
+
+def converted_dir(entry: RegistryEntry, revision: str) -> Path:
+    return flam_cache_dir() / "converted" / entry.name / revision
+
+
+def is_available_offline(entry: RegistryEntry, revision: str | None = None, cache_dir=None) -> bool:
+    """Whether ``entry`` can load with no network call (built in, converted or cached)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if entry.builder is not None:
+        return True
+    revision = revision or entry.revision
+    if entry.checkpoint_format == "openflam" and (converted_dir(entry, revision) / WEIGHTS_FILE).is_file():
+        return True
+    return all(isinstance(try_to_load_from_cache(entry.repo_id, f, cache_dir=cache_dir,
+                                                 revision=revision), str) for f in entry.files)
+
+
+def load_hub_entry(entry: RegistryEntry, revision: str | None = None, cache_dir=None) -> FlamModel:
+    revision = revision or entry.revision
+    verify = revision == entry.revision  # a user-chosen revision has no pinned hashes
+    info = ModelInfo(name=entry.name, source=f"hf://{entry.repo_id}", revision=revision,
+                     licence=entry.licence)
+    if entry.checkpoint_format == "flam":
+        paths = download_files(entry.name, entry.repo_id, entry.files, revision, cache_dir, verify)
+        if CONFIG_FILE not in paths:
+            raise ModelLoadError(f"registry entry {entry.name!r} lists no {CONFIG_FILE}")
+        return load_model_directory(paths[CONFIG_FILE].parent, info)
+    target = converted_dir(entry, revision)
+    if not (target / WEIGHTS_FILE).is_file():
+        checkpoint = download_files(entry.name, entry.repo_id, entry.files, revision, cache_dir,
+                                    verify)[next(iter(entry.files))]
+        tokenizer = download_files(entry.name, entry.tokenizer_repo,
+                                   dict.fromkeys(entry.tokenizer_files), entry.tokenizer_revision,
+                                   cache_dir)
+        if entry.licence_notice:
+            logger.warning(entry.licence_notice)
+        logger.info("converting %s to safetensors in %s (once)", entry.name, target)
+        convert_openflam(checkpoint, tokenizer["vocab.json"], tokenizer["merges.txt"], target,
+                         config=entry.architecture(), provenance={"repository": entry.repo_id, "revision": revision,
+                                     "sha256": entry.files[next(iter(entry.files))],
+                                     "tokenizer": f"{entry.tokenizer_repo}@{entry.tokenizer_revision}"})
+    return load_model_directory(target, info)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,18 +389,40 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+BUNDLED_MODEL: str | None = None  # set when a trained model ships inside the package
+
+
+def bundled_model_name() -> str | None:
+    return BUNDLED_MODEL
+
+
+def choose_default_model(cache_dir=None) -> str:
+    """``openflam-v1-base`` when cached or downloadable; else the bundled model, with a notice."""
+    entry = REGISTRY[DEFAULT_MODEL]
+    if is_available_offline(entry, cache_dir=cache_dir) or hub_reachable():
+        return DEFAULT_MODEL
+    bundled = bundled_model_name()
+    if bundled is None:
+        raise ModelLoadError(
+            f"no model available: the default model {DEFAULT_MODEL!r} is not downloaded and the "
+            "Hub cannot be reached, and no bundled model is installed; pass --model with a "
+            "local model directory (or `--model debug` for a smoke test)"
+        )
+    logger.warning("the Hub cannot be reached and %s is not downloaded: using the bundled "
+                   "model %s", DEFAULT_MODEL, bundled)
+    return bundled
+
+
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None,
                revision: str | None = None, cache_dir: str | Path | None = None) -> FlamModel:
     """Load a FLAM model by registry name, model directory or weights file.
 
-    ``name_or_path`` defaults to ``$FLAM_MODEL``; there is no silent fallback to ``debug``.
+    ``name_or_path`` defaults to ``$FLAM_MODEL``, then to ``openflam-v1-base`` when it is cached
+    or downloadable, then to the bundled model. ``debug`` is never chosen silently.
     """
     name = os.fspath(name_or_path) if name_or_path is not None else os.environ.get("FLAM_MODEL")
     if not name:
-        raise ModelLoadError(
-            "no model given: pass --model (a registry name, a model directory or a weights file)"
-            " or set FLAM_MODEL; `--model debug` runs a tiny random model for smoke tests"
-        )
+        name = choose_default_model(cache_dir)
     model = _resolve(name, revision, cache_dir)
     target = torch.device(device) if device not in (None, "auto") else default_device()
     if target.type == "cuda" and not torch.cuda.is_available():
@@ -279,13 +435,7 @@ def _resolve(name: str, revision: str | None, cache_dir) -> FlamModel:
     if entry is not None:
         if entry.builder is not None:
             return entry.builder()
-        paths = download_entry(entry, revision, cache_dir)
-        directory = paths[CONFIG_FILE].parent if CONFIG_FILE in paths else None
-        if directory is None:
-            raise ModelLoadError(f"registry entry {name!r} lists no {CONFIG_FILE}")
-        info = ModelInfo(name=entry.name, source=f"hf://{entry.repo_id}",
-                         revision=revision or entry.revision, licence=entry.licence)
-        return load_model_directory(directory, info)
+        return load_hub_entry(entry, revision, cache_dir)
     path = Path(name).expanduser()
     if path.is_dir():
         return load_model_directory(path)
