@@ -44,6 +44,7 @@ class FileResult:
 
     @property
     def timestamps(self) -> np.ndarray:
+        """Frame boundaries [frames + 1]; the last frame ends at the end of the file."""
         edges = np.arange(len(self.scores) + 1, dtype=np.float64) * self.frame_seconds
         edges[-1] = min(edges[-1], self.duration)
         return edges

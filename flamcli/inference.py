@@ -113,13 +113,6 @@ class FileScores:
     silent: bool
     spectrogram: Spectrogram | None = None
 
-    @property
-    def timestamps(self) -> np.ndarray:
-        """Frame boundaries [frames + 1]; the last frame ends at the end of the file."""
-        edges = np.arange(len(self.scores) + 1, dtype=np.float64) * self.frame_seconds
-        edges[-1] = min(edges[-1], self.duration)
-        return edges
-
 
 @dataclass
 class _FileState:
@@ -147,7 +140,8 @@ class _FileState:
             grow = last - len(self.weights) + 64
             self.sums = np.pad(self.sums, ((0, grow), (0, 0)))
             self.weights = np.pad(self.weights, (0, grow))
-        self.sums[first:last] += probs.T * weights[:, None]
+        # float64 so that a frame covered by one window comes back bit-exact
+        self.sums[first:last] += probs.T.astype(np.float64) * weights[:, None]
         self.weights[first:last] += weights
 
     def result(self) -> FileScores:

@@ -166,3 +166,31 @@ def test_text_branch_runs_once_per_query_and_one_query_works(debug_model, make_a
     finally:
         handle.remove()
     assert calls == [3, 1]  # one batched pass per run, each query once
+
+
+def test_exact_ten_seconds_at_48k_prints_the_model_frame_probabilities(cli, tmp_path, make_audio):
+    """`--format scores --median-filter 1` on 10 s at 48 kHz = the model's 32 unbiased values."""
+    import numpy as np
+
+    from flamcli.models.config import FrontendConfig
+    from flamcli.models.registry import save_model
+    from flamcli.models.text import byte_tokenizer
+
+    config = debug_config()
+    config.frontend = FrontendConfig(sample_rate=48_000, n_fft=1024, hop_length=480, n_mels=16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        model = FlamModel(config, TextTokenizer(byte_tokenizer(), config.text)).eval()
+    directory = save_model(model, tmp_path / "m48")
+    rng = np.random.default_rng(0)
+    data = (0.1 * rng.standard_normal(480_000)).astype(np.float32)
+    clip = make_audio("ten48.wav", data=data, rate=48_000, subtype="FLOAT")
+    queries = ["dog barks", "a car horn honks"]
+    result = cli("detect", clip, *queries, "-m", directory, "-f", "scores", "--median-filter", "1")
+    assert result.exit_code == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert rows[0] == ["onset", "offset", *queries] and len(rows) == 33
+    printed = np.array([[float(v) for v in row[2:]] for row in rows[1:]], dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(data)[None], queries)[0].T.numpy()  # [32, C]
+    np.testing.assert_array_equal(printed, expected)
