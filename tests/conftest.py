@@ -19,6 +19,13 @@ def _isolated_env(monkeypatch, tmp_path_factory):
     monkeypatch.delenv("FLAM_MODEL", raising=False)
     monkeypatch.setenv("FLAM_CACHE", str(tmp_path_factory.mktemp("flam-cache")))
     monkeypatch.setenv("FLAM_NO_PROGRESS", "1")
+    # The CLI routes library log records to its own stderr lines; between tests the library
+    # logger goes back to plain propagation so that caplog sees it.
+    import logging
+
+    logger = logging.getLogger("flamcli")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,7 @@ def _generator(key: str, seed: int) -> torch.Generator:
 
 
 def _normal(shape, gen, std: float, mean: float = 0.0) -> torch.Tensor:
-    return torch.randn(shape, generator=gen, dtype=torch.float32) * std + mean
+    return torch.empty(shape, dtype=torch.float32).normal_(mean, std, generator=gen)
 
 
 def _deterministic(key: str, shape: tuple[int, ...]) -> torch.Tensor | None:
