@@ -63,20 +63,17 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [B·nW, n, C] windows (batch-major); mask: [nW, n, n] or None."""
         bw, n, c = x.shape
-        qkv = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        n_windows = 1 if mask is None else mask.shape[0]
+        qkv = self.qkv(x).view(bw // n_windows, n_windows, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # [B, nW, heads, n, d]
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         bias = bias.view(n, n, self.heads).permute(2, 0, 1)  # [heads, n, n]
-        if mask is None:
-            attn_bias = bias[None].to(q.dtype)
-        else:
-            n_windows = mask.shape[0]
-            attn_bias = bias[None, None] + mask[None, :, None]  # [1, nW, heads, n, n]
-            attn_bias = attn_bias.expand(bw // n_windows, -1, -1, -1, -1)
-            attn_bias = attn_bias.reshape(bw, self.heads, n, n).to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        # Broadcast over the batch (no per-window copy of the bias).
+        attn_bias = bias[None] if mask is None else bias[None] + mask[:, None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias.to(q.dtype))
+        return self.proj(out.transpose(2, 3).reshape(bw, n, c))
 
 
 class Mlp(nn.Module):
@@ -97,6 +94,19 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     return x * mask / keep
 
 
+@on_cpu
+def window_order(grid: int, window: int, shift: int) -> torch.Tensor:
+    """Token index permutation: rolled by −shift, then partitioned into windows.
+
+    ``x[:, order]`` equals ``window_partition(roll(x, −shift))`` flattened: one gather instead
+    of a roll copy plus a partition copy (``argsort(order)`` undoes both).
+    """
+    index = torch.arange(grid * grid).view(1, grid, grid, 1)
+    if shift:
+        index = torch.roll(index, shifts=(-shift, -shift), dims=(1, 2))
+    return window_partition(index, window).reshape(-1)
+
+
 class SwinBlock(nn.Module):
     def __init__(self, dim: int, grid: int, heads: int, window: int, shift: int, mlp_ratio: float,
                  drop_path_rate: float):
@@ -111,18 +121,16 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         mask = shifted_window_mask(grid, grid, window, shift) if shift else None
         self.register_buffer("attn_mask", mask)
+        order = window_order(grid, window, shift)
+        # Derived from the geometry, never saved: the published state dicts do not hold them.
+        self.register_buffer("token_order", order, persistent=False)
+        self.register_buffer("token_restore", torch.argsort(order), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
-        g, s = self.grid, self.shift
-        h = self.norm1(x).view(b, g, g, c)
-        if s:
-            h = torch.roll(h, shifts=(-s, -s), dims=(1, 2))
-        windows = self.attn(window_partition(h, self.window), self.attn_mask)
-        h = window_reverse(windows, self.window, g, g)
-        if s:
-            h = torch.roll(h, shifts=(s, s), dims=(1, 2))
-        x = x + drop_path(h.reshape(b, n, c), self.drop_path_rate, self.training)
+        h = self.norm1(x)[:, self.token_order].view(-1, self.window * self.window, c)
+        h = self.attn(h, self.attn_mask).view(b, n, c)[:, self.token_restore]
+        x = x + drop_path(h, self.drop_path_rate, self.training)
         return x + drop_path(self.mlp(self.norm2(x)), self.drop_path_rate, self.training)
 
 
