@@ -17,7 +17,7 @@ Sections (``--sections``):
 Examples::
 
     python bench/bench_detect.py --quick                 # ~2 min smoke run on a 2-minute file
-    python bench/bench_detect.py                         # the full run in docs/benchmarks.md
+    python bench/bench_detect.py --fresh                 # the full run in docs/benchmarks.md
     python bench/bench_detect.py --sections queries --query-minutes 10
     python bench/bench_detect.py --models debug --threads 1,2 --hours 0.25
 
@@ -109,14 +109,19 @@ def make_audio(path: Path, seconds: float) -> Path:
 
 
 # -- one measurement (runs in its own process) -------------------------------------------------
-def worker(spec: dict) -> dict:
-    import resource
+def rss_now_mib() -> float:
+    """Current (not peak) resident set size."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return float("nan")
 
+
+def build_model(name: str):
     import torch
 
-    torch.set_num_threads(spec["threads"])
-    t0 = time.perf_counter()
-    if spec["model"] == "base":
+    if name == "base":
         from flamcli.models.config import openflam_v1_base_config
         from flamcli.models.flam import FlamModel
         from flamcli.models.text import TextTokenizer, byte_tokenizer
@@ -124,12 +129,44 @@ def worker(spec: dict) -> dict:
         torch.manual_seed(0)
         cfg = openflam_v1_base_config()
         model = FlamModel(cfg, TextTokenizer(byte_tokenizer(), cfg.text)).eval()
-    elif spec["model"] == "debug":
+    elif name == "debug":
         from flamcli.models.registry import build_debug_model
 
         model = build_debug_model()
     else:
-        raise SystemExit(f"unknown model {spec['model']!r}")
+        raise SystemExit(f"unknown model {name!r}")
+    return model
+
+
+def text_worker(spec: dict) -> dict:
+    """Cost of encoding 1 vs 20 queries, in one process, alternating, best of ``repeats``."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    model = build_model(spec["model"])
+    timings = {1: [], 20: []}
+    with torch.inference_mode():
+        model.encode_text(QUERIES)  # warm-up
+        for _ in range(spec["repeats"]):
+            for n in (1, 20):
+                t = time.perf_counter()
+                model.encode_text(QUERIES[:n])
+                timings[n].append(time.perf_counter() - t)
+    ids, mask = model.tokenizer(QUERIES)
+    return {**spec, "encode_s_1": min(timings[1]), "encode_s_20": min(timings[20]),
+            "tokens_padded": list(ids.shape), "tokens_mean": float(mask.sum(1).float().mean())}
+
+
+def worker(spec: dict) -> dict:
+    import resource
+
+    import torch
+
+    if spec.get("kind") == "text":
+        return text_worker(spec)
+    torch.set_num_threads(spec["threads"])
+    t0 = time.perf_counter()
+    model = build_model(spec["model"])
     build_s = time.perf_counter() - t0
     rss_after_build = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
@@ -137,9 +174,15 @@ def worker(spec: dict) -> dict:
 
     queries = QUERIES[: spec["queries"]]
     last = [time.perf_counter()]
+    trace = []  # (audio s done, current RSS MiB, peak RSS MiB) at every 5 % of the file
+    step = [0.0]
 
-    def progress(p):  # a heartbeat in the log for long runs
+    def progress(p):  # a heartbeat in the log for long runs, and the RSS trace
         now = time.perf_counter()
+        if p.seconds_total and p.seconds_done >= step[0]:
+            trace.append((round(p.seconds_done, 1), round(rss_now_mib(), 1),
+                          round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)))
+            step[0] = p.seconds_done + 0.05 * p.seconds_total
         if now - last[0] > 60:
             last[0] = now
             print(f"    … {p.seconds_done:.0f}/{p.seconds_total:.0f} audio s", file=sys.stderr,
@@ -167,6 +210,7 @@ def worker(spec: dict) -> dict:
         "x_realtime": result.duration / detect_s,
         "rss_after_build_mib": rss_after_build / 1024,
         "peak_rss_mib": peak / 1024,
+        "rss_trace": trace,
     }
 
 
@@ -183,7 +227,8 @@ def measure(spec: dict) -> dict:
     if proc.returncode:
         raise SystemExit(f"measurement {spec['label']} failed (exit {proc.returncode})")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"    {fmt_row(result)}", file=sys.stderr, flush=True)
+    if spec.get("kind") != "text":
+        print(f"    {fmt_row(result)}", file=sys.stderr, flush=True)
     return result
 
 
@@ -283,6 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sections", default="throughput,rss,queries")
     ap.add_argument("--batch-size", type=int, default=8, help="as `flam detect` (default 8)")
     ap.add_argument("--audio-dir", type=Path, default=Path("/tmp/flam-bench"))
+    ap.add_argument("--fresh", action="store_true",
+                    help="start a new results file instead of replacing sections of --out")
     ap.add_argument("--no-snapshot", action="store_true",
                     help="import flamcli from the working tree instead of a copy taken at start")
     ap.add_argument("--out", type=Path,
@@ -319,12 +366,23 @@ def main(argv=None) -> int:
 
     args.audio_dir.mkdir(parents=True, exist_ok=True)
     code, provenance = (None, {}) if args.no_snapshot else snapshot_code(args.audio_dir)
-    report = {"machine": machine(), "code": provenance, "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-              "batch_size": args.batch_size, "throughput": [], "rss": [], "queries": []}
+    command = " ".join(["python", Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    report = {}
+    if args.out.exists() and not args.fresh:  # re-running a subset replaces only those sections
+        try:
+            report = json.loads(args.out.read_text())
+        except ValueError:
+            report = {}
+    report.update({"machine": machine(), "batch_size": args.batch_size})
+    for key in ("throughput", "rss", "queries"):
+        report.setdefault(key, None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     def save():
         args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+    def section(name):
+        return {"command": command, "date": report["machine"]["date"], "code": provenance}
 
     def spec(model, n_threads, seconds, n_queries, section):
         path, label = audio(seconds)
@@ -334,60 +392,85 @@ def main(argv=None) -> int:
 
     long_runs = {}  # (model, threads) → result on the long file with 1 query
     if "throughput" in sections:
+        report["throughput"] = {**section("throughput"), "runs": []}
         for model in models:
             for n in threads:
                 r = measure(spec(model, n, long_s, 1, "throughput"))
                 long_runs[(model, n)] = r
-                report["throughput"].append(r)
+                report["throughput"]["runs"].append(r)
                 save()
 
     if "rss" in sections:
+        report["rss"] = {**section("rss"), "models": []}
         for model in models:
             short = measure(spec(model, 1, short_s, 1, "rss"))
             long = long_runs.get((model, 1)) or measure(spec(model, 1, long_s, 1, "rss"))
             ratio = long["peak_rss_mib"] / short["peak_rss_mib"]
-            report["rss"].append({"model": model, "threads": 1, "short": short, "long": long,
-                                  "ratio_long_over_short": ratio,
-                                  "within_10_percent": abs(ratio - 1) <= 0.10})
+            report["rss"]["models"].append({
+                "model": model, "threads": 1, "short": short, "long": long,
+                "ratio_long_over_short": ratio, "within_10_percent": abs(ratio - 1) <= 0.10})
             save()
 
     if "queries" in sections:
-        runs = {1: [], 20: []}
-        for _ in range(args.repeats):
-            for q in (1, 20):
-                runs[q].append(measure(spec("base", args.query_threads, query_s, q, "queries")))
-        best = {q: min(rs, key=lambda r: r["detect_s"]) for q, rs in runs.items()}
-        ratio = best[20]["detect_s"] / best[1]["detect_s"]
-        report["queries"] = {"model": "base", "threads": args.query_threads,
-                             "file_label": label_for(query_s), "runs": runs,
-                             "detect_s_1": best[1]["detect_s"], "detect_s_20": best[20]["detect_s"],
-                             "ratio_20_over_1": ratio, "below_1_2": ratio < 1.2}
+        pairs = []
+        for _ in range(args.repeats):  # alternate, so slow phases of a shared machine hit both
+            one = measure(spec("base", args.query_threads, query_s, 1, "queries"))
+            twenty = measure(spec("base", args.query_threads, query_s, 20, "queries"))
+            pairs.append({"q1": one, "q20": twenty, "ratio": twenty["detect_s"] / one["detect_s"]})
+        best1 = min(p["q1"]["detect_s"] for p in pairs)
+        best20 = min(p["q20"]["detect_s"] for p in pairs)
+        ratios = sorted(p["ratio"] for p in pairs)
+        text = measure({"label": "queries: text encoding 1 vs 20", "kind": "text",
+                        "model": "base", "threads": args.query_threads, "repeats": 5,
+                        "code": code})
+        extra = text["encode_s_20"] - text["encode_s_1"]
+        report["queries"] = {
+            **section("queries"), "model": "base", "threads": args.query_threads,
+            "file_label": label_for(query_s), "queries": QUERIES, "pairs": pairs,
+            "detect_s_1_best": best1, "detect_s_20_best": best20,
+            "ratio_best": best20 / best1, "ratio_pairs_median": ratios[len(ratios) // 2],
+            "text": text, "ratio_predicted": (best1 + extra) / best1,
+            "below_1_2": best20 / best1 < 1.2,
+        }
         save()
 
     # -- markdown -------------------------------------------------------------------------------
     m = report["machine"]
     print(f"\n### flam detect benchmark — {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-          f"{m['date']}\n\n`{report['command']}` (batch size {args.batch_size})\n")
+          f"batch size {report['batch_size']}\n")
     if report["throughput"]:
-        print("#### Throughput (1 query)\n")
-        print(table(report["throughput"]) + "\n")
+        t = report["throughput"]
+        print(f"#### Throughput (1 query) — `{t['command']}`, {t['date']}\n")
+        print(table(t["runs"]) + "\n")
     if report["rss"]:
-        print("#### Peak RSS vs file length (1 thread, 1 query)\n")
+        r = report["rss"]
+        print(f"#### Peak RSS vs file length (1 thread, 1 query) — `{r['command']}`, {r['date']}\n")
         print("| model | short file | peak RSS MiB | long file | peak RSS MiB | long / short |\n"
               "|---|---|---:|---|---:|---:|")
-        for r in report["rss"]:
-            s, l = r["short"], r["long"]
-            print(f"| {r['model']} | {s['file_label']} | {s['peak_rss_mib']:.0f} "
-                  f"| {l['file_label']} | {l['peak_rss_mib']:.0f} "
-                  f"| {r['ratio_long_over_short']:.3f} |")
+        for x in r["models"]:
+            sh, lo = x["short"], x["long"]
+            print(f"| {x['model']} | {sh['file_label']} | {sh['peak_rss_mib']:.0f} "
+                  f"| {lo['file_label']} | {lo['peak_rss_mib']:.0f} "
+                  f"| {x['ratio_long_over_short']:.3f} |")
         print()
+        for x in r["models"]:
+            trace = x["long"].get("rss_trace") or []
+            if trace:
+                points = ", ".join(f"{a:.0f} s: {now:.0f}/{peak:.0f}" for a, now, peak in trace)
+                print(f"{x['model']} {x['long']['file_label']} RSS trace (audio s: current/peak "
+                      f"MiB): {points}\n")
     if report["queries"]:
         q = report["queries"]
-        print(f"#### 20 queries vs 1 query (base, {q['threads']} thread(s), {q['file_label']} file, "
-              f"best of {args.repeats})\n")
-        print(table([*q["runs"][1], *q["runs"][20]]) + "\n")
-        print(f"20-query / 1-query detect time: **{q['ratio_20_over_1']:.3f}** "
-              f"({q['detect_s_20']:.1f} s / {q['detect_s_1']:.1f} s)\n")
+        print(f"#### 20 queries vs 1 query (base, {q['threads']} thread(s), {q['file_label']} "
+              f"file) — `{q['command']}`, {q['date']}\n")
+        print(table([x for p in q["pairs"] for x in (p["q1"], p["q20"])]) + "\n")
+        tx = q["text"]
+        print(f"20-query / 1-query detect time: best-of-{len(q['pairs'])} **{q['ratio_best']:.3f}** "
+              f"({q['detect_s_20_best']:.1f} s / {q['detect_s_1_best']:.1f} s); median of "
+              f"adjacent pairs {q['ratio_pairs_median']:.3f}; text encoding alone "
+              f"{tx['encode_s_1']:.3f} s (1 query) vs {tx['encode_s_20']:.3f} s (20 queries, "
+              f"padded to {tx['tokens_padded'][1]} byte tokens) → predicted "
+              f"{q['ratio_predicted']:.3f}\n")
     print(f"results: {args.out}", file=sys.stderr)
     return 0
 
