@@ -7,7 +7,7 @@ seeded random weights, no upstream code or weights) are committed as
 ``tests/data/openflam_golden.npz``. ``tests/test_openflam_parity.py`` (default suite, no upstream
 needed) then checks flam against those numbers.
 
-Build the venv and run (offline except PyPI; ~3 minutes, CPU is fine)::
+Build the venv and run (offline except PyPI; the run takes ~1.5 minutes on 2 CPU cores)::
 
     python3.11 -m venv /tmp/upstream-venv
     /tmp/upstream-venv/bin/pip install torch==2.14.1 torchaudio==2.11.0

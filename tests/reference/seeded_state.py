@@ -36,15 +36,18 @@ SAMPLE_RATE = 48_000
 CLIP_SAMPLES = 480_000
 AED_LOGIT_SCALE = 0.05
 
-# Three prompts of different lengths (padding) plus one over 77 tokens (truncation). Upstream
-# crashes on a single prompt (its heads .squeeze() to 0-d), so always use at least two.
+# Three prompts: two short ones of different lengths (padding), one over 77 tokens
+# (truncation). Upstream crashes on a single prompt (its heads .squeeze() to 0-d), so always use
+# at least two.
 PROMPTS = [
     "a dog barking",
     "Hello world",
     "A high-pitched electronic beeping alarm, while people talk and laugh in the background "
     "of a crowded, echoing train station; footsteps, rolling suitcases, an announcement over a "
     "loudspeaker, a door slamming, pigeons flapping, a whistle, and rain on the glass roof "
-    "above the platform, for ten long seconds.",
+    "above the platform, for ten long seconds, then a train arrives: brakes squeal, doors "
+    "hiss open, a child shouts, music leaks from headphones, a coffee machine grinds beans "
+    "and somebody drops a set of keys on the concrete floor.",
 ]
 
 _DTYPES = {"float32": torch.float32, "int64": torch.int64}
