@@ -1,0 +1,13 @@
+"""Synthetic, frame-labelled mixtures from a corpus of real clips (``flam synth``)."""
+
+from .corpus import Clip, CorpusError, Skipped, index_directory, read_manifest, write_manifest
+from .mixing import AudioBank, Mixture, frame_targets, make_mixture, plan_ground, plan_sed, render
+from .recipe import RECIPES, GroundRecipe, Recipe, RecipeError, SedRecipe
+from .runner import SynthDataset, SynthError, SynthSummary, rerender, synthesize
+
+__all__ = [
+    "AudioBank", "Clip", "CorpusError", "GroundRecipe", "Mixture", "RECIPES", "Recipe",
+    "RecipeError", "SedRecipe", "Skipped", "SynthDataset", "SynthError", "SynthSummary",
+    "frame_targets", "index_directory", "make_mixture", "plan_ground", "plan_sed",
+    "read_manifest", "render", "rerender", "synthesize", "write_manifest",
+]
