@@ -10,7 +10,6 @@ relative to the manifest's folder unless absolute. Columns::
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import re
@@ -22,6 +21,7 @@ import numpy as np
 
 from ..audio import AUDIO_EXTENSIONS, AudioError, probe, read_blocks
 from ..io import write_text_atomic
+from ..models.registry import sha256_of
 
 KINDS = ("event", "background")
 # Longest event in FLAM's recipe (§6: "items < 10 s"), and the words marking an ambience.
@@ -228,14 +228,6 @@ def _decode_check(path: Path) -> tuple[float, int]:
     return peak, frames
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def index_directory(
     root: str | Path,
     background_words: Iterable[str] = BACKGROUND_WORDS,
@@ -271,7 +263,7 @@ def index_directory(
         if peak < SILENCE_PEAK:
             skipped.append(Skipped(str(relative), "silent"))
             continue
-        digest = file_sha256(path)
+        digest = sha256_of(path)
         if digest in seen:
             skipped.append(Skipped(str(relative), f"duplicate of {seen[digest]}"))
             continue

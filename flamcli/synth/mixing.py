@@ -261,20 +261,44 @@ def _related_words(bank: AudioBank, paths: Iterable[str]) -> set[str]:
     return words
 
 
+def _occurrence(clip: BankClip, group: int, mode: str, clip_start: int, length: int,
+                onset: int, gain_db: float, recipe: Recipe) -> dict:
+    return {"path": clip.clip.path, "label": clip.clip.label, "group": group, "mode": mode,
+            "clip_start": clip_start, "length": length, "onset": onset, "gain_db": gain_db,
+            "fade": round(recipe.fade * recipe.sample_rate)}
+
+
+def _new_plan(bank: AudioBank, recipe: Recipe, seed: int, index: int, rng, total: int) -> dict:
+    """The parts every plan starts with: identity, length and a background at a drawn level."""
+    background_dbfs = round(float(rng.uniform(*recipe.background_dbfs)), 4)
+    background = _background_pieces(bank, rng, total)
+    gain = round(background_dbfs - bank.by_path[background[0]["path"]].level_db, 4)
+    for piece in background:
+        piece["gain_db"] = gain
+    return {"id": mixture_id(recipe, index), "recipe": recipe.name, "seed": int(seed),
+            "index": int(index), "sample_rate": recipe.sample_rate, "samples": total,
+            "background_dbfs": background_dbfs, "background": background, "occurrences": []}
+
+
+def _add_negatives(plan: dict, bank: AudioBank, recipe: Recipe, rng) -> dict:
+    occurrences = plan["occurrences"]
+    present = {o["label"] for o in occurrences}
+    avoid = _related_words(bank, [o["path"] for o in occurrences]
+                           + [plan["background"][0]["path"]])
+    plan["negatives"] = _negatives(bank, present, avoid, recipe.negatives, rng)
+    return plan
+
+
 def plan_sed(bank: AudioBank, recipe: SedRecipe, seed: int, index: int) -> dict:
     """FLAM's recipe: one background, a few events, splits and repeats, ≤ N at once."""
     rng = mixture_rng(seed, recipe, index)
-    sr = recipe.sample_rate
-    total = round(recipe.duration * sr)
-    background_dbfs = round(float(rng.uniform(*recipe.background_dbfs)), 4)
-    background = _background_pieces(bank, rng, total)
-    bg_clip = bank.by_path[background[0]["path"]]
-    for piece in background:
-        piece["gain_db"] = round(background_dbfs - bg_clip.level_db, 4)
+    total = round(recipe.duration * recipe.sample_rate)
+    plan = _new_plan(bank, recipe, seed, index, rng, total)
+    background_dbfs = plan["background_dbfs"]
     timeline = _Timeline(total, recipe.max_concurrent)
     usable = [c for c in bank.events if len(c.audio) <= total]
-    min_piece = round(recipe.min_piece * sr)
-    occurrences, dropped = [], 0
+    min_piece = round(recipe.min_piece * recipe.sample_rate)
+    occurrences, dropped = plan["occurrences"], 0
     for group in range(int(rng.integers(recipe.events[0], recipe.events[1] + 1))):
         clip = _pick(usable, rng)
         gain = _event_gain(clip, background_dbfs, rng, recipe)
@@ -301,20 +325,10 @@ def plan_sed(bank: AudioBank, recipe: SedRecipe, seed: int, index: int) -> dict:
             if onset is None:
                 dropped += 1
                 continue
-            occurrences.append({
-                "path": clip.clip.path, "label": clip.clip.label, "group": group, "mode": mode,
-                "clip_start": clip_start, "length": piece_length, "onset": onset,
-                "gain_db": gain, "fade": round(recipe.fade * sr),
-            })
-    present = {o["label"] for o in occurrences}
-    avoid = _related_words(bank, [o["path"] for o in occurrences] + [background[0]["path"]])
-    return {
-        "id": mixture_id(recipe, index), "recipe": recipe.name, "seed": int(seed),
-        "index": int(index), "sample_rate": sr, "samples": total,
-        "background_dbfs": background_dbfs, "background": background,
-        "occurrences": occurrences, "dropped_pieces": dropped,
-        "negatives": _negatives(bank, present, avoid, recipe.negatives, rng),
-    }
+            occurrences.append(_occurrence(clip, group, mode, clip_start, piece_length, onset,
+                                           gain, recipe))
+    plan["dropped_pieces"] = dropped
+    return _add_negatives(plan, bank, recipe, rng)
 
 
 def ground_constraints(bank: AudioBank, recipe: GroundRecipe) -> None:
@@ -334,16 +348,13 @@ def plan_ground(bank: AudioBank, recipe: GroundRecipe, seed: int, index: int) ->
     sr = recipe.sample_rate
     hop = round(recipe.label_hop * sr)
     total = round(float(rng.uniform(*recipe.duration)) * sr / hop) * hop
-    background_dbfs = round(float(rng.uniform(*recipe.background_dbfs)), 4)
-    background = _background_pieces(bank, rng, total)
-    bg_clip = bank.by_path[background[0]["path"]]
-    for piece in background:
-        piece["gain_db"] = round(background_dbfs - bg_clip.level_db, 4)
+    plan = _new_plan(bank, recipe, seed, index, rng, total)
+    background_dbfs = plan["background_dbfs"]
     timeline = _Timeline(total, recipe.max_concurrent)
     # Each occurrence may gain up to two partial frames when labelled on the grid.
     budget = recipe.max_density * total - 2 * hop
     min_gap = round(recipe.min_gap * sr)
-    occurrences, targets = [], []
+    occurrences, targets = plan["occurrences"], []
     target_words: set[str] = set()
     for group in range(recipe.targets):
         candidates = [c for c in bank.events
@@ -361,11 +372,8 @@ def plan_ground(bank: AudioBank, recipe: GroundRecipe, seed: int, index: int) ->
             if onset is None:
                 continue
             placed += 1
-            occurrences.append({
-                "path": clip.clip.path, "label": clip.clip.label, "group": group,
-                "mode": "target", "clip_start": 0, "length": len(clip.audio), "onset": onset,
-                "gain_db": gain, "fade": round(recipe.fade * sr),
-            })
+            occurrences.append(_occurrence(clip, group, "target", 0, len(clip.audio), onset,
+                                           gain, recipe))
         if placed:
             targets.append(clip.clip.label)
             target_words |= clip.words
@@ -378,20 +386,10 @@ def plan_ground(bank: AudioBank, recipe: GroundRecipe, seed: int, index: int) ->
         onset = timeline.place(len(clip.audio), clip.clip.label, rng)
         if onset is None:
             continue
-        occurrences.append({
-            "path": clip.clip.path, "label": clip.clip.label, "group": recipe.targets + number,
-            "mode": "distractor", "clip_start": 0, "length": len(clip.audio), "onset": onset,
-            "gain_db": gain, "fade": round(recipe.fade * sr),
-        })
-    present = {o["label"] for o in occurrences}
-    avoid = _related_words(bank, [o["path"] for o in occurrences] + [background[0]["path"]])
-    return {
-        "id": mixture_id(recipe, index), "recipe": recipe.name, "seed": int(seed),
-        "index": int(index), "sample_rate": sr, "samples": total,
-        "background_dbfs": background_dbfs, "background": background,
-        "occurrences": occurrences, "targets": targets,
-        "negatives": _negatives(bank, present, avoid, recipe.negatives, rng),
-    }
+        occurrences.append(_occurrence(clip, recipe.targets + number, "distractor", 0,
+                                       len(clip.audio), onset, gain, recipe))
+    plan["targets"] = targets
+    return _add_negatives(plan, bank, recipe, rng)
 
 
 # ---------------------------------------------------------------------------------------------
