@@ -495,3 +495,19 @@ def test_cli_bad_inputs(corpus, tmp_path, cli):
     result = cli("synth", "ground", str(manifest), "-o", str(tmp_path / "o3"),
                  "--recipe", str(manifest))
     assert result.exit_code == 2 and "not a recipe" in result.stderr
+
+
+def test_decoded_clip_cache(clips, monkeypatch, tmp_path):
+    monkeypatch.setenv("FLAM_CACHE", str(tmp_path / "cache"))
+    recipe = SedRecipe(sample_rate=16000)
+    fresh = AudioBank.load(clips, recipe, cache=False)[0]
+    assert not (tmp_path / "cache").exists()
+    AudioBank.load(clips, recipe)
+    cached_files = sorted((tmp_path / "cache" / "synth").rglob("*.npy"))
+    assert len(cached_files) == len(clips)
+    cached_files[0].write_bytes(b"damaged")  # a damaged entry is decoded again
+    again = AudioBank.load(clips, recipe)[0]
+    for path, entry in fresh.by_path.items():
+        assert np.array_equal(entry.audio, again.by_path[path].audio)
+        assert entry.level_db == again.by_path[path].level_db
+    assert np.load(cached_files[0]).dtype == np.float32

@@ -94,7 +94,7 @@ class BankClip:
     clip: Clip
     audio: np.ndarray  # float32 mono at the bank's rate
     level_db: float  # RMS of the active part (frames within 30 dB of the loudest), dBFS
-    peak_level_db: float  # loudest A-weighted frame, dB (the relabelling reference)
+    peak_level_db: float  # loudest A-weighted frame, dB (relabelling reference; events only)
     words: set[str] = field(default_factory=set)
 
 
@@ -119,10 +119,13 @@ class AudioBank:
 
     @classmethod
     def load(cls, clips: Iterable[Clip], recipe: Recipe,
-             on_clip: Callable[[int, int, str], None] | None = None
-             ) -> tuple["AudioBank", list[Skipped]]:
-        from ..audio import StreamingResampler
+             on_clip: Callable[[int, int, str], None] | None = None,
+             cache: bool = True) -> tuple["AudioBank", list[Skipped]]:
+        """Decode every clip (or take it from the decoded-clip cache) and measure its levels.
 
+        Decoded, resampled clips are cached under ``$FLAM_CACHE/synth/`` keyed by the clip's
+        sha256 and the rate, so a second run over the same corpus skips decoding.
+        """
         clips = list(clips)
         sr = recipe.sample_rate
         meter = LevelMeter(sr, recipe.label_hop, recipe.label_window)
@@ -131,13 +134,7 @@ class AudioBank:
             if on_clip:
                 on_clip(number, len(clips), clip.path)
             try:
-                blocks = list(read_blocks(_path(clip)))
-                import soundfile as sf
-
-                rate = sf.info(str(_path(clip))).samplerate
-                audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-                if rate != sr and len(audio):
-                    audio = StreamingResampler(rate, sr).resample(audio).astype(np.float32)
+                audio = _decoded(clip, sr, cache)
             except AudioError as exc:
                 skipped.append(Skipped(clip.path, str(exc), failed=True))
                 continue
@@ -151,13 +148,62 @@ class AudioBank:
             if float(np.abs(audio).max()) < 1e-4:
                 skipped.append(Skipped(clip.path, "silent"))
                 continue
-            n_frames = max(1, len(audio) // meter.hop)
-            frame_levels = meter.levels(audio, 0, n_frames, 0)
-            entry = BankClip(clip, np.ascontiguousarray(audio, dtype=np.float32),
-                             _active_rms_db(audio, meter.hop), float(frame_levels.max()),
+            # The loudest A-weighted frame is the relabelling reference: events only.
+            peak_level = float(meter.levels(audio, 0, max(1, len(audio) // meter.hop), 0).max()
+                               ) if clip.kind == "event" else 0.0
+            entry = BankClip(clip, audio, _active_rms_db(audio, meter.hop), peak_level,
                              clip.words())
             (events if clip.kind == "event" else backgrounds).append(entry)
         return cls(events, backgrounds, sr, meter), skipped
+
+
+# Bump when decoding or resampling changes, so stale cached clips are never used.
+DECODE_VERSION = 1
+_RESAMPLERS: dict[tuple[int, int], object] = {}
+
+
+def _resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
+    """Whole-clip resampling with the kernel built once per rate pair."""
+    import torch
+    import torchaudio.transforms as T
+
+    if orig == new or not len(audio):
+        return audio
+    resampler = _RESAMPLERS.get((orig, new))
+    if resampler is None:
+        resampler = _RESAMPLERS[(orig, new)] = T.Resample(orig, new)
+    with torch.no_grad():
+        return resampler(torch.from_numpy(audio)).numpy()
+
+
+def _decoded(clip: Clip, sample_rate: int, use_cache: bool) -> np.ndarray:
+    """Mono float32 at ``sample_rate``; from the cache when this clip was decoded before."""
+    import soundfile as sf
+
+    from ..io import atomic_path
+    from ..models.registry import flam_cache_dir
+
+    cached = None
+    if use_cache and len(clip.sha256) == 64:
+        cached = (flam_cache_dir() / "synth" / f"v{DECODE_VERSION}" / clip.sha256[:2]
+                  / f"{clip.sha256}-{sample_rate}.npy")
+        if cached.exists():
+            try:
+                return np.load(cached)
+            except (OSError, ValueError):
+                pass  # a damaged cache file: decode again and replace it
+    rate = sf.info(str(clip.path)).samplerate
+    blocks = list(read_blocks(_path(clip)))
+    audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    audio = np.ascontiguousarray(_resample(audio, rate, sample_rate), dtype=np.float32)
+    if cached is not None:
+        try:
+            with atomic_path(cached) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, audio)
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return audio
 
 
 def _path(clip: Clip):
