@@ -8,7 +8,6 @@ files), or a single weights file (safetensors, or a legacy torch checkpoint read
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from ..io import atomic_path
+from ..io import atomic_path, flam_cache_dir, sha256_of
 from .config import FlamConfig, debug_config, openflam_v1_base_config
 from .convert import (OPENFLAM_CHECKPOINT, OPENFLAM_LICENCE, OPENFLAM_NOTICE, convert_openflam,
                       looks_like_openflam)
@@ -206,21 +205,6 @@ def build_from_state_dict(config: FlamConfig, tokenizer: TextTokenizer,
 
 # ---------------------------------------------------------------------------------------------
 # Hub downloads with sha256 verified once and stamped
-
-
-def flam_cache_dir() -> Path:
-    root = os.environ.get("FLAM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "flam"
-    )
-    return Path(root)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str) -> bool:

@@ -20,8 +20,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..audio import AUDIO_EXTENSIONS, AudioError, probe, read_blocks
-from ..io import write_text_atomic
-from ..models.registry import sha256_of
+from ..io import sha256_of, write_text_atomic
 
 KINDS = ("event", "background")
 # Longest event in FLAM's recipe (§6: "items < 10 s"), and the words marking an ambience.

@@ -181,7 +181,7 @@ def _decoded(clip: Clip, sample_rate: int, use_cache: bool) -> np.ndarray:
     import soundfile as sf
 
     from ..io import atomic_path
-    from ..models.registry import flam_cache_dir
+    from ..io import flam_cache_dir
 
     cached = None
     if use_cache and len(clip.sha256) == 64:

@@ -17,12 +17,15 @@ first, so a killed run leaves nothing half-written and a rerun skips what is don
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
+
+import numpy as np
 
 from ..io import atomic_path, write_text_atomic
 from .corpus import Clip, Skipped
@@ -53,13 +56,21 @@ def corpus_fingerprint(bank: AudioBank) -> str:
     return digest.hexdigest()
 
 
+def to_pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float in [-1, 1] → int16, rounded (libsndfile's own float conversion is much slower)."""
+    return np.round(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype(np.int16)
+
+
 def write_mixture(mixture: Mixture, out: Path, audio_format: str) -> None:
     import soundfile as sf
 
-    audio_path = out / "audio" / f"{mixture.id}.{audio_format}"
-    with atomic_path(audio_path) as tmp:
-        sf.write(str(tmp), mixture.audio, mixture.plan["sample_rate"],
-                 format=audio_format.upper(), subtype="PCM_16")
+    # Encode in memory and write once: libsndfile's many small writes and header seeks
+    # cost several times more on this kind of disk.
+    encoded = io.BytesIO()
+    sf.write(encoded, to_pcm16(mixture.audio), mixture.plan["sample_rate"],
+             format=audio_format.upper(), subtype="PCM_16")
+    with atomic_path(out / "audio" / f"{mixture.id}.{audio_format}") as tmp:
+        tmp.write_bytes(encoded.getbuffer())
     meta = mixture.metadata()
     write_text_atomic(out / "meta" / f"{mixture.id}.json", json.dumps(meta, indent=1) + "\n")
 
@@ -182,48 +193,3 @@ def rerender(meta: dict, bank: AudioBank, recipe: Recipe) -> Mixture:
     keys = ("id", "recipe", "seed", "index", "sample_rate", "samples", "background_dbfs",
             "background", "occurrences", "negatives", "targets", "dropped_pieces")
     return render({k: meta[k] for k in keys if k in meta}, bank, recipe)
-
-
-# ---------------------------------------------------------------------------------------------
-# On-the-fly synthesis for training
-
-
-def _iterable_dataset_base():
-    import torch.utils.data
-
-    return torch.utils.data.IterableDataset
-
-
-class SynthDataset(_iterable_dataset_base()):
-    """Mixtures made on the fly (no files): the same generator as ``flam synth``.
-
-    Yields dicts with ``audio`` (float32 tensor), ``labels`` (label → intervals in seconds),
-    ``negatives``, ``id`` and ``plan``. With DataLoader workers each takes every
-    ``num_workers``-th index, so a seed gives the same stream whatever the worker count.
-    """
-
-    def __init__(self, clips: list[Clip] | AudioBank, recipe: Recipe, seed: int = 0,
-                 count: int | None = None, start: int = 0):
-        recipe.validate()
-        self.bank = clips if isinstance(clips, AudioBank) else AudioBank.load(clips, recipe)[0]
-        check_bank(self.bank, recipe)
-        self.recipe, self.seed, self.count, self.start = recipe, seed, count, start
-
-    def __len__(self) -> int:
-        if self.count is None:
-            raise TypeError("an endless SynthDataset has no length")
-        return self.count
-
-    def __iter__(self):
-        import torch
-
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        index = self.start + worker
-        stop = None if self.count is None else self.start + self.count
-        while stop is None or index < stop:
-            mixture = make_mixture(self.bank, self.recipe, self.seed, index)
-            yield {"id": mixture.id, "audio": torch.from_numpy(mixture.audio),
-                   "labels": mixture.labels, "negatives": mixture.plan["negatives"],
-                   "plan": mixture.plan}
-            index += workers
