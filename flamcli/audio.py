@@ -246,7 +246,9 @@ def read_blocks(path: Path, block_frames: int = 1 << 16) -> Iterator[np.ndarray]
 @dataclass
 class Window:
     index: int
-    samples: np.ndarray  # float32 [window_samples] at the model rate, zero-padded at the end
+    # float32 [window_samples] at the model rate, zero-padded at the end; None when the
+    # window's frame embeddings come from an embedding cache instead of the audio
+    samples: np.ndarray | None
     valid: int  # samples of real audio in this window
     start: int  # first sample, at the model rate
 

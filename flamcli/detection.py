@@ -120,12 +120,15 @@ def iter_detect(
     unbiased: bool = True,
     with_spectrogram: bool = False,
     progress: Callable[[Progress], None] | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Iterator[FileResult]:
     """Detect ``queries`` in every audio input; yields one :class:`FileResult` per file.
 
     ``audio`` takes files, directories (recursive), glob patterns or resolved inputs. Failed
     inputs are yielded with ``error`` set, so one bad file never stops the rest. Text queries
-    are encoded once; windows of consecutive files share batches.
+    are encoded once; windows of consecutive files share batches. With ``cache_dir``, frame
+    embeddings are kept on disk per file content and model, so later queries on the same
+    recordings skip the audio tower (identical scores; no spectrogram for cached files).
     """
     if isinstance(model, str):
         from .models.registry import load_model
@@ -153,6 +156,11 @@ def iter_detect(
                          model=model.info)
 
     plan = WindowPlan.for_model(model, overlap)
+    cache = None
+    if cache_dir is not None:
+        from .embedding_cache import EmbeddingCache
+
+        cache = EmbeddingCache(cache_dir, model, plan.cache_key)
     with torch.inference_mode():
         text = model.encode_text(queries)
 
@@ -177,7 +185,7 @@ def iter_detect(
 
     for item, file_scores, error in score_files(
         model, inputs, text, plan, batch_size=batch_size, unbiased=unbiased,
-        with_spectrogram=with_spectrogram, on_window=on_window,
+        with_spectrogram=with_spectrogram, on_window=on_window, cache=cache,
     ):
         result = FileResult(file=item.display, path=item.path, stem=item.stem, queries=queries,
                             thresholds=thresholds, model=model.info, error=error)

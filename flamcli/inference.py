@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, AudioInput, Window, WindowStream
+from .embedding_cache import CachedRecording, EmbeddingCache
 from .models.flam import FlamModel, TextEmbedding
 
 
@@ -40,6 +41,11 @@ class WindowPlan:
     @property
     def frame_seconds(self) -> float:
         return self.frame_samples / self.sample_rate
+
+    @property
+    def cache_key(self) -> str:
+        """Which windows a file is cut into: part of an embedding-cache entry's name."""
+        return f"{self.sample_rate}-{self.window_samples}-{self.hop_samples}"
 
     @classmethod
     def for_model(cls, model: FlamModel, overlap_seconds: float = 2.5) -> "WindowPlan":
@@ -126,6 +132,8 @@ class _FileState:
     pending: int = 0  # windows read but not scored yet
     finished_reading: bool = False
     error: str | None = None
+    # With an embedding cache: (index, start, valid, frames) of every window, to store.
+    collected: list | None = None
 
     def __post_init__(self):
         # Sized from the header; grown if the decoder yields more than announced.
@@ -194,9 +202,27 @@ def _prefetch(iterator: Iterator, depth: int) -> Iterator:
 
 
 def _window_items(inputs: list[AudioInput], plan: WindowPlan, n_queries: int,
-                  with_spectrogram: bool):
-    """("window", state, Window) for every window, then ("end", state) per file."""
+                  with_spectrogram: bool, cache: EmbeddingCache | None = None):
+    """("window", state, (Window, frames or None)) for every window, then ("end", state).
+
+    A file found in ``cache`` is not decoded: its windows carry their stored frame embeddings.
+    """
     for item in inputs:
+        recording = None
+        if cache is not None:
+            try:
+                recording = cache.load(item.path)
+            except OSError:
+                recording = None  # missing or unreadable: reported by the normal path below
+        if recording is not None:
+            state = _FileState(item, recording, plan, n_queries, None)
+            yield "start", state, None
+            for index, frames in enumerate(recording.frames):
+                window = Window(index, None, int(recording.valid[index]),
+                                int(recording.starts[index]))
+                yield "window", state, (window, frames)
+            yield "end", state, None
+            continue
         try:
             stream = WindowStream(item.path, plan.sample_rate, plan.window_samples,
                                   plan.hop_samples)
@@ -205,6 +231,8 @@ def _window_items(inputs: list[AudioInput], plan: WindowPlan, n_queries: int,
             continue
         spectrogram = Spectrogram(plan.sample_rate, stream.info.duration) if with_spectrogram else None
         state = _FileState(item, stream, plan, n_queries, spectrogram)
+        if cache is not None:
+            state.collected = []
         yield "start", state, None
         try:
             for window in stream:
@@ -212,7 +240,7 @@ def _window_items(inputs: list[AudioInput], plan: WindowPlan, n_queries: int,
                     last = window.valid < plan.window_samples
                     own = window.valid if last else plan.hop_samples
                     spectrogram.add(window.samples[: window.valid], window.start, own)
-                yield "window", state, window
+                yield "window", state, (window, None)
         except AudioError as exc:
             state.error = str(exc)
         if state.error is None and stream.total_samples == 0:
@@ -235,27 +263,61 @@ def score_files(
     unbiased: bool = True,
     with_spectrogram: bool = False,
     on_window: Callable[[AudioInput, int], None] | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> Iterator[tuple[AudioInput, FileScores | None, str | None]]:
-    """Yield ``(input, scores, None)`` or ``(input, None, error)`` per file, in input order."""
+    """Yield ``(input, scores, None)`` or ``(input, None, error)`` per file, in input order.
+
+    With ``cache``, files seen before (same content, model and windowing) skip decoding and
+    the audio tower; new files have their frame embeddings stored for next time.
+    """
     weights = triangular_weights(plan.frames_per_window)
     text = text.to(model.device)
     order: list = []  # file states and failed inputs in input order
-    batch: list[tuple[_FileState, Window]] = []
+    batch: list[tuple[_FileState, Window, np.ndarray | None]] = []
 
     def run_batch():
         if not batch:
             return
-        waves = torch.from_numpy(np.stack([w.samples for _, w in batch])).to(model.device)
+        to_embed = [i for i, (_, _, stored) in enumerate(batch) if stored is None]
         with torch.inference_mode(), inference_context(model.device):
-            frames = model.embed_audio_frames(waves)
+            computed = None
+            if to_embed:
+                waves = torch.from_numpy(np.stack([batch[i][1].samples for i in to_embed]))
+                computed = model.embed_audio_frames(waves.to(model.device)).float()
+            if len(to_embed) == len(batch):
+                frames = computed
+            else:
+                parts, next_computed = [], 0
+                for _, _, stored in batch:
+                    if stored is None:
+                        parts.append(computed[next_computed])
+                        next_computed += 1
+                    else:
+                        parts.append(torch.from_numpy(stored).to(model.device))
+                frames = torch.stack(parts)
             probs = model.frame_probabilities(frames, text, unbiased=unbiased).cpu().numpy()
-        for (state, window), p in zip(batch, probs):
+            frames_out = frames.cpu().numpy() if cache is not None else None
+        for position, ((state, window, stored), p) in enumerate(zip(batch, probs)):
             state.pending -= 1
             if state.error is None:
                 state.add(window, p, weights)
+                if state.collected is not None and stored is None:
+                    state.collected.append((window.index, window.start, window.valid,
+                                            frames_out[position]))
             if on_window is not None:
                 on_window(state.input, window.index)
         batch.clear()
+
+    def store(state: _FileState) -> None:
+        if cache is None or state.collected is None or not state.collected:
+            return
+        state.collected.sort(key=lambda entry: entry[0])
+        cache.store(state.input.path, CachedRecording(
+            frames=np.stack([entry[3] for entry in state.collected]),
+            starts=np.array([entry[1] for entry in state.collected], dtype=np.int64),
+            valid=np.array([entry[2] for entry in state.collected], dtype=np.int64),
+            total_samples=state.stream.total_samples, peak=state.stream.peak,
+            info=state.stream.info))
 
     def drain_finished():
         while order:
@@ -270,9 +332,10 @@ def score_files(
             if head.error is not None:
                 yield head.input, None, head.error
             else:
+                store(head)
                 yield head.input, head.result(), None
 
-    items = _prefetch(_window_items(inputs, plan, len(text.texts), with_spectrogram),
+    items = _prefetch(_window_items(inputs, plan, len(text.texts), with_spectrogram, cache),
                       depth=max(2, 2 * batch_size))
     for kind, state, payload in items:
         if kind == "failed":
@@ -281,13 +344,13 @@ def score_files(
             order.append(state)
         elif kind == "window":
             state.pending += 1
-            batch.append((state, payload))
+            batch.append((state, *payload))
             if len(batch) >= batch_size:
                 run_batch()
         else:  # "end"
             state.finished_reading = True
             if state.error is not None:  # drop its queued windows
-                kept = [(s, w) for s, w in batch if s is not state]
+                kept = [entry for entry in batch if entry[0] is not state]
                 state.pending -= len(batch) - len(kept)
                 batch[:] = kept
         yield from drain_finished()

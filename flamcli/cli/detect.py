@@ -29,7 +29,7 @@ def split_audio_and_queries(arguments: list[str]) -> tuple[list[str], list[str]]
     """First argument is audio; following ones that name existing audio files or directories
     are audio too (so unquoted shell globs work); the rest are queries."""
     audio, rest = arguments[:1], arguments[1:]
-    while rest:
+    while rest and rest[0].strip():  # an empty argument is an (empty) query, not "."
         candidate = Path(rest[0]).expanduser()
         is_audio_file = candidate.is_file() and candidate.suffix.lower() in AUDIO_EXTENSIONS
         if not (is_audio_file or candidate.is_dir()):
@@ -106,6 +106,10 @@ def detect(
     approximate: Annotated[bool, typer.Option(
         "--approximate", help="Use σ(α·cos) instead of the unbiased p/(p+σ(β)) probabilities.")] = False,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="With -o: skip the PNG plots.")] = False,
+    cache: Annotated[Optional[Path], typer.Option(
+        "--cache", file_okay=False,
+        help="Keep frame embeddings here (by file content and model): later runs with other "
+             "queries on the same recordings skip the audio model.")] = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
@@ -136,13 +140,13 @@ def detect(
             raise typer.Exit(ExitCode.USAGE)
     exit_code = _run(log, audio_args, all_queries, fmt, output_dir, threshold or [], median_filter,
                      min_duration, merge_gap, overlap, approximate, no_plot, model, revision,
-                     device, batch_size, threads, quiet)
+                     device, batch_size, threads, quiet, cache)
     raise typer.Exit(exit_code)
 
 
 def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median_filter,
          min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
-         batch_size, threads, quiet) -> int:
+         batch_size, threads, quiet, cache_dir=None) -> int:
     from ..detection import QueryError, clean_queries, iter_detect, resolve_thresholds
     from ..models.registry import ModelLoadError, load_model
     from ..writers import get_writer, write_file_outputs
@@ -204,6 +208,7 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
             min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size,
             overlap=overlap, unbiased=not approximate,
             with_spectrogram=output_dir is not None and not no_plot, progress=on_progress,
+            cache_dir=cache_dir,
         ):
             for message in result.warnings:
                 log.warning(f"{result.file}: {message}")

@@ -1,0 +1,184 @@
+"""``flam ground``: when does each described event happen, or is it absent? (exit 1 if absent)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app
+from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
+                     RevisionOption, ThreadsOption, configure_torch, progress_bar)
+from .detect import parse_thresholds, read_queries_file, split_audio_and_queries
+
+
+class GroundFormat(str, Enum):
+    text = "text"
+    json = "json"
+    jsonl = "jsonl"
+    tsv = "tsv"
+
+
+def answer_record(result, answer) -> dict:
+    """One (file, query) answer; also readable as a SpotSound-style grounding row."""
+    record = {"file": result.file, **answer.as_dict(),
+              "model": result.model.as_dict() if result.model else None}
+    record["audio_path"] = result.file
+    record["caption"] = answer.query
+    record["annotations"] = [[a, b] for a, b, _ in record["intervals"]]
+    return record
+
+
+def human_line(answer, prefix: str) -> str:
+    if answer.present:
+        windows = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.2f})" for a, b, c in answer.intervals)
+        return f"{prefix}{answer.query}: {windows}"
+    return f"{prefix}{answer.query}: absent (max {answer.presence:.2f})"
+
+
+@app.command(no_args_is_help=True)
+def ground(
+    arguments: Annotated[list[str], typer.Argument(
+        metavar="AUDIO [QUERY]...",
+        help="AUDIO as in flam detect (file, directory, quoted glob, or - for paths on stdin); "
+             "QUERY: descriptions of the events to locate.", show_default=False)],
+    query: Annotated[Optional[list[str]], typer.Option(
+        "-q", "--query", help="A query (repeatable).")] = None,
+    queries_file: Annotated[Optional[Path], typer.Option(
+        "--queries", help="File with one query per line (# comments).", dir_okay=False)] = None,
+    fmt: Annotated[GroundFormat, typer.Option(
+        "-f", "--format", help="text (one line per query), json, jsonl or tsv.")] = GroundFormat.text,
+    threshold: Annotated[Optional[list[str]], typer.Option(
+        "-t", "--threshold", help="Calibrated probability boundary (default 0.5), or "
+                                  "\"QUERY=VALUE\". Repeatable.")] = None,
+    min_duration: Annotated[float, typer.Option(
+        "--min-duration", min=0.0, help="Shorter windows do not count as presence (seconds).")] = 0.5,
+    top_k: Annotated[Optional[int], typer.Option(
+        "--top-k", min=1, help="Report at most this many windows per query (most confident).")] = None,
+    median_filter: Annotated[int, typer.Option(
+        "--median-filter", min=1, help="Median filter length in frames (1 = off).")] = 3,
+    cache: Annotated[Optional[Path], typer.Option(
+        "--cache", file_okay=False,
+        help="Keep frame embeddings here (by file content and model): later queries about the "
+             "same recordings skip the audio model.")] = None,
+    model: ModelOption = None,
+    revision: RevisionOption = None,
+    device: DeviceOption = "auto",
+    batch_size: BatchOption = 8,
+    threads: ThreadsOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Locate described events in recordings, or say they are absent.
+
+    Exit codes like grep: 0 every query was found, 1 some query was absent, 2 usage error, 3 some input failed, 4 model not loadable.
+
+    [bold]Examples[/bold]
+
+      flam ground clip.wav "dog barks"            →  dog barks: 12.40-13.85 s (0.93)
+
+      flam ground long.flac "siren" && alert      (runs alert only if a siren is heard)
+
+      flam ground hour.wav "glass breaking" --cache ~/.cache/flam-embeddings -f json
+    """
+    from ..detection import QueryError, clean_queries, resolve_thresholds
+    from ..grounding import iter_ground
+    from ..models.registry import ModelLoadError, load_model
+
+    log = Log(quiet)
+    log.attach()
+    audio_args, positional = split_audio_and_queries(arguments)
+    raw_queries = positional + list(query or [])
+    if queries_file is not None:
+        try:
+            raw_queries += read_queries_file(queries_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error(f"--queries {queries_file}: cannot read ({exc.__class__.__name__})")
+            raise typer.Exit(ExitCode.USAGE)
+    queries, warnings, errors = clean_queries(raw_queries)
+    for message in warnings:
+        log.warning(message)
+    for message in errors:
+        log.error(message)
+    if errors or not queries:
+        if not queries and not errors:
+            log.error("no query given: e.g. flam ground clip.wav \"dog barks\"")
+        raise typer.Exit(ExitCode.USAGE)
+    try:
+        thresholds = parse_thresholds(threshold or [])
+        resolve_thresholds(queries, thresholds)
+    except (typer.BadParameter, QueryError) as exc:
+        log.error(f"--threshold: {exc}")
+        raise typer.Exit(ExitCode.USAGE)
+
+    from ..audio import expand_inputs
+
+    inputs, problems = expand_inputs(audio_args)
+    failed = bool(problems)
+    for problem in problems:
+        log.error(problem)
+    configure_torch(threads)
+    try:
+        loaded = load_model(model, device=device, revision=revision)
+    except ModelLoadError as exc:
+        log.error(str(exc))
+        raise typer.Exit(ExitCode.MODEL)
+    log.info(f"model: {loaded.info.name} ({loaded.info.source}) on {loaded.device}")
+
+    bar = progress_bar(quiet)
+    task = bar.add_task("grounding", total=None, detail="") if bar else None
+
+    def on_progress(status):
+        if bar is not None:
+            bar.update(task, total=max(status.seconds_total, 1e-9), completed=status.seconds_done,
+                       detail=f"{status.files_done}/{status.files_total} files")
+
+    absent = False
+    records = []
+    many = len(inputs) > 1
+    if fmt is GroundFormat.tsv:
+        sys.stdout.write("file\tquery\tpresent\tpresence\tstart\tend\tconfidence\n")
+    try:
+        if bar is not None:
+            bar.start()
+        for result in iter_ground(loaded, inputs, queries, threshold=thresholds,
+                                  min_duration=min_duration, top_k=top_k,
+                                  median_filter_frames=median_filter, batch_size=batch_size,
+                                  cache_dir=cache, progress=on_progress):
+            for message in result.warnings:
+                log.warning(f"{result.file}: {message}")
+            if not result.ok:
+                log.error(f"{result.file}: {result.error}")
+                failed = True
+                continue
+            for answer in result.answers:
+                absent = absent or not answer.present
+                record = answer_record(result, answer)
+                if fmt is GroundFormat.text:
+                    sys.stdout.write(human_line(answer, f"{result.file}: " if many else "") + "\n")
+                elif fmt is GroundFormat.jsonl:
+                    sys.stdout.write(json.dumps(record) + "\n")
+                elif fmt is GroundFormat.tsv:
+                    rows = answer.intervals or [(None, None, None)]
+                    for a, b, c in rows:
+                        cells = [result.file, answer.query, str(answer.present).lower(),
+                                 f"{answer.presence:.6f}"] + (
+                            ["", "", ""] if a is None else [f"{a:.3f}", f"{b:.3f}", f"{c:.6f}"])
+                        sys.stdout.write("\t".join(cells) + "\n")
+                else:
+                    records.append(record)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        raise typer.Exit(ExitCode.INTERRUPTED)
+    finally:
+        if bar is not None:
+            bar.stop()
+    if fmt is GroundFormat.json:
+        sys.stdout.write(json.dumps(records, indent=1) + "\n")
+    if failed:
+        raise typer.Exit(ExitCode.INPUT_FAILED)
+    raise typer.Exit(ExitCode.NOT_FOUND if absent else ExitCode.OK)

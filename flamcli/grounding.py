@@ -1,0 +1,102 @@
+"""Temporal grounding: when does each described event happen in a recording, or is it absent?
+
+Built on detection: the calibrated, unbiased frame probabilities (boundary 0.5) are median
+filtered, thresholded and turned into windows with a minimum duration. A query is *present*
+when at least one window survives, and *absent* otherwise: flam refuses rather than inventing
+timestamps. ``presence`` is the highest smoothed frame probability, so an absent answer still
+says how close it came.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+from .detection import (DEFAULT_MEDIAN_FILTER, DEFAULT_THRESHOLD, FileResult, Progress,
+                        iter_detect)
+from .models.flam import FlamModel, ModelInfo
+
+# Windows shorter than this are not evidence of presence (about two FLAM frames).
+DEFAULT_MIN_DURATION = 0.5
+
+
+@dataclass
+class Answer:
+    query: str
+    present: bool
+    presence: float  # highest smoothed frame probability of the query in the file
+    intervals: list[tuple[float, float, float]] = field(default_factory=list)  # start, end, conf.
+
+    def as_dict(self) -> dict:
+        return {"query": self.query, "present": self.present,
+                "presence": round(self.presence, 6),
+                "intervals": [[round(a, 3), round(b, 3), round(c, 6)]
+                              for a, b, c in self.intervals]}
+
+
+@dataclass
+class GroundingResult:
+    file: str
+    path: Path | None
+    duration: float = 0.0
+    answers: list[Answer] = field(default_factory=list)
+    model: ModelInfo | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def iter_ground(
+    model: FlamModel | str,
+    audio,
+    queries: Sequence[str],
+    *,
+    threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD,
+    min_duration: float = DEFAULT_MIN_DURATION,
+    top_k: int | None = None,
+    median_filter_frames: int = DEFAULT_MEDIAN_FILTER,
+    merge_gap: float = 0.0,
+    batch_size: int = 8,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> Iterator[GroundingResult]:
+    """One :class:`GroundingResult` per file with an :class:`Answer` per query.
+
+    ``top_k`` keeps the k most confident windows of each query (reported in time order).
+    ``cache_dir`` keeps frame embeddings so later queries about the same recordings cost
+    only the text tower.
+    """
+    for result in iter_detect(
+        model, audio, queries, threshold=threshold, median_filter_frames=median_filter_frames,
+        min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size,
+        cache_dir=cache_dir, progress=progress,
+    ):
+        grounded = GroundingResult(result.file, result.path, result.duration, model=result.model,
+                                   error=result.error, warnings=list(result.warnings))
+        if result.ok:
+            grounded.answers = answers_from_detection(result, top_k)
+        yield grounded
+
+
+def answers_from_detection(result: FileResult, top_k: int | None = None) -> list[Answer]:
+    """Per query: present iff a detected window survived; windows in time order."""
+    answers = []
+    for column, query in enumerate(result.queries):
+        windows = [(e.onset, e.offset, e.confidence) for e in result.events if e.query == query]
+        if top_k is not None:
+            windows = sorted(windows, key=lambda w: -w[2])[:top_k]
+        windows.sort()
+        scores = result.scores[:, column]
+        presence = float(scores.max()) if len(scores) else 0.0
+        answers.append(Answer(query, bool(windows), presence, windows))
+    return answers
+
+
+def ground(model: FlamModel | str, audio, queries: Sequence[str], **options) -> list[GroundingResult]:
+    """Like :func:`iter_ground`, collected into a list."""
+    return list(iter_ground(model, audio, queries, **options))
