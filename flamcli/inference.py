@@ -165,6 +165,7 @@ class _FileState:
 
 
 _DONE = object()
+CACHED_BATCH = 512  # windows per scoring call when their frame embeddings come from a cache
 
 
 def _prefetch(iterator: Iterator, depth: int) -> Iterator:
@@ -345,7 +346,9 @@ def score_files(
         elif kind == "window":
             state.pending += 1
             batch.append((state, *payload))
-            if len(batch) >= batch_size:
+            waiting_for_audio = sum(1 for entry in batch if entry[2] is None)
+            # Cached windows only need a dot product: score them in much larger batches.
+            if waiting_for_audio >= batch_size or len(batch) >= CACHED_BATCH:
                 run_batch()
         else:  # "end"
             state.finished_reading = True
