@@ -122,7 +122,10 @@ def test_embedding_cache_gives_identical_scores_without_the_audio_tower(
     assert again.duration == plain.duration and again.events == plain.events
 
 
-def test_embedding_cache_follows_content_and_model(debug_model, make_audio, tmp_path):
+def test_embedding_cache_follows_content_and_model(make_audio, tmp_path):
+    from flamcli.models.registry import build_debug_model
+
+    debug_model = build_debug_model()  # its own copy: this test changes the weights
     cache = tmp_path / "cache"
     path = make_audio("a.wav", seconds=12.0, rate=16000)
     flamcli.detect(debug_model, [path], ["dog"], cache_dir=cache)
