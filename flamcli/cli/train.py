@@ -1,0 +1,125 @@
+"""``flam train``: train or fine-tune a FLAM model on `flam synth` data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app
+from .common import ExitCode, Log, QuietOption, ThreadsOption, configure_torch
+
+
+def _command(ctx: typer.Context) -> str:
+    """This command line as typed options (for the model card), defaults left out."""
+    import shlex
+
+    words = ["flam", "train"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default or param.name in ("quiet",):
+            continue
+        flag = max(param.opts, key=len)
+        if isinstance(value, bool):
+            words.append(flag if value else (param.secondary_opts or [flag])[0])
+        else:
+            words += [flag, shlex.quote(str(value))]
+    return " ".join(words)
+
+
+@app.command("train", no_args_is_help=True)
+def train_command(
+    ctx: typer.Context,
+    data: Annotated[Path, typer.Option(
+        "--data", help="A `flam synth sed` output folder, or a corpus manifest (.csv/.jsonl) "
+                       "for mixtures made on the fly.")],
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", help="Output folder: a loadable model, metrics.jsonl, loss.png, "
+                               "checkpoints/.")],
+    config: Annotated[str, typer.Option(
+        "--config", help="Architecture: debug, openflam-v1-base, or a config.json file.")] = "debug",
+    init: Annotated[Optional[str], typer.Option(
+        "--init", help="Start from this model (registry name, directory or weights file) "
+                       "instead of random weights; its architecture wins over --config.")] = None,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Optimiser steps.")] = 1000,
+    batch_size: Annotated[int, typer.Option(
+        "--batch-size", min=1, help="Clips per process per micro-batch (5 text slots each).")] = 8,
+    grad_accum: Annotated[int, typer.Option(
+        "--grad-accum", min=1, help="Micro-batches per optimiser step.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW).")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 0.01,
+    warmup_steps: Annotated[Optional[int], typer.Option(
+        "--warmup-steps", min=0,
+        help="Cosine warm-up steps, then linear decay (default min(3200, steps/20)).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same run.")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(
+        "--checkpoint-every", min=1, help="Write a checkpoint every N steps.")] = 500,
+    keep_checkpoints: Annotated[int, typer.Option(
+        "--keep-checkpoints", min=1, help="Checkpoints kept on disk.")] = 2,
+    resume: Annotated[Optional[str], typer.Option(
+        "--resume", help="`latest` (newest checkpoint in OUTPUT, if any) or a checkpoint "
+                         "folder.")] = None,
+    global_loss: Annotated[str, typer.Option(
+        "--global-loss", help="sigmoid (SigLIP, ring), infonce or none.")] = "sigmoid",
+    sed_weight: Annotated[float, typer.Option("--sed-weight", min=0.0, help="λ_SED.")] = 200.0,
+    prior_weight: Annotated[float, typer.Option("--prior-weight", min=0.0, help="λ_prior.")] = 1.0,
+    global_weight: Annotated[float, typer.Option("--global-weight", min=0.0)] = 1.0,
+    tag_rate: Annotated[float, typer.Option(
+        "--tag-rate", min=0.0, max=1.0,
+        help="Probability of replacing a caption by one of its clip's tags.")] = 0.5,
+    tags: Annotated[Optional[Path], typer.Option(
+        "--tags", help="Manifest giving each caption's tags (automatic for a manifest --data).")
+    ] = None,
+    downsample_rate: Annotated[float, typer.Option(
+        "--downsample-rate", min=0.0, max=1.0,
+        help="Probability of the down-and-up resampling augmentation.")] = 0.3,
+    freeze_audio: Annotated[bool, typer.Option("--freeze-audio", help="Freeze the audio tower.")] = False,
+    freeze_text: Annotated[bool, typer.Option(
+        "--freeze-text", help="Freeze the text encoder (caption features are cached).")] = False,
+    compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the audio tower.")] = False,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    threads: ThreadsOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Train FLAM (global + frame-wise SED + prior losses) on synthetic mixtures.
+
+    Example: flam train --data mixtures/ --output my-model --config debug --max-steps 100
+
+    Many processes: torchrun --nproc-per-node 4 -m flamcli train --data … (gloo on CPU, NCCL on
+    CUDA); a killed run continues with --resume latest.
+    """
+    from ..models.registry import ModelLoadError
+    from ..training.trainer import TrainConfig, TrainingError, train
+
+    log = Log(quiet)
+    log.attach()
+    configure_torch(threads)
+    cfg = TrainConfig(
+        data=str(data), output=str(output), config=config, init=init, max_steps=max_steps,
+        batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay,
+        warmup_steps=warmup_steps, seed=seed, checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints, resume=resume, global_loss=global_loss,
+        sed_weight=sed_weight, prior_weight=prior_weight, global_weight=global_weight,
+        tag_rate=tag_rate, tags_manifest=str(tags) if tags else None,
+        downsample_rate=downsample_rate, freeze_audio=freeze_audio, freeze_text=freeze_text,
+        compile=compile_, device=device, command=_command(ctx))
+    if global_loss not in ("sigmoid", "infonce", "none"):
+        log.error("--global-loss must be sigmoid, infonce or none")
+        raise typer.Exit(ExitCode.USAGE)
+    try:
+        summary = train(cfg, log=log.info)
+    except ModelLoadError as exc:
+        log.error(str(exc))
+        raise typer.Exit(ExitCode.MODEL)
+    except TrainingError as exc:
+        log.error(str(exc))
+        raise typer.Exit(ExitCode.INPUT_FAILED)
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    if summary["rank"] == 0:
+        log.info(f"{output}: model after {summary['steps']} steps (metrics.jsonl, loss.png, "
+                 "checkpoints/)")

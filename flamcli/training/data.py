@@ -1,0 +1,216 @@
+"""Training data: pre-rendered ``flam synth sed`` folders and on-the-fly synthesis.
+
+Every example is addressed by a global index, and everything random about it (which file,
+which mixture, the augmentations) is drawn from ``(seed, index)``. The data position of a run
+is therefore just a number (examples consumed), and a resumed run sees exactly the examples
+an uninterrupted run would have seen, whatever the world size of each rank's slice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(Exception):
+    """The training data cannot be used (the message names the file and the problem)."""
+
+
+@dataclass
+class Example:
+    audio: np.ndarray  # float32 mono at the model rate, exactly one window long
+    labels: dict[str, list[list[float]]]  # description → [[onset, offset], …] seconds
+    negatives: list[str] = field(default_factory=list)
+    id: str = ""
+
+
+@dataclass
+class Augment:
+    """The reference's augmentations (flam.md §5), each with a probability (0 = off)."""
+
+    tag_rate: float = 0.5  # a description is replaced by one of its clip's tags
+    downsample_rate: float = 0.3  # audio goes down to a lower rate and back
+    # Target rates as fractions of the model rate: 16 and 32 kHz of FLAM's 48 kHz.
+    downsample_fractions: tuple[float, ...] = (1 / 3, 2 / 3)
+
+
+def _resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
+    from scipy.signal import resample_poly
+
+    if orig == new:
+        return audio
+    g = math.gcd(orig, new)
+    return resample_poly(audio, new // g, orig // g).astype(np.float32)
+
+
+def fit_window(audio: np.ndarray, samples: int) -> np.ndarray:
+    out = np.zeros(samples, dtype=np.float32)
+    n = min(samples, len(audio))
+    out[:n] = audio[:n]
+    return out
+
+
+def clip_labels(labels: dict, seconds: float) -> dict:
+    out = {}
+    for text, intervals in labels.items():
+        kept = [[float(a), float(min(b, seconds))] for a, b in intervals if a < seconds]
+        out[text] = kept
+    return out
+
+
+class TrainingData:
+    """Base: ``example(index)`` with augmentations from ``(seed, index)``."""
+
+    def __init__(self, sample_rate: int, window_seconds: float, seed: int = 0,
+                 augment: Augment | None = None, tags: dict[str, list[str]] | None = None):
+        self.sample_rate = sample_rate
+        self.window_seconds = window_seconds
+        self.samples = int(round(sample_rate * window_seconds))
+        self.seed = seed
+        self.augment = augment or Augment(0.0, 0.0)
+        self.tags = tags or {}
+
+    def raw(self, index: int) -> Example:
+        raise NotImplementedError
+
+    def example(self, index: int) -> Example:
+        ex = self.raw(index)
+        rng = np.random.default_rng([self.seed, 7919, index])
+        aug = self.augment
+        if aug.tag_rate > 0 and self.tags:
+            labels: dict[str, list] = {}
+            for text, intervals in ex.labels.items():
+                tags = self.tags.get(text) or []
+                if tags and rng.random() < aug.tag_rate:
+                    text = tags[int(rng.integers(len(tags)))]
+                labels.setdefault(text, []).extend(intervals)
+            ex.labels = labels
+        if aug.downsample_rate > 0 and rng.random() < aug.downsample_rate:
+            fraction = aug.downsample_fractions[int(rng.integers(len(aug.downsample_fractions)))]
+            low = max(1000, int(round(self.sample_rate * fraction / 100)) * 100)
+            ex.audio = fit_window(_resample(_resample(ex.audio, self.sample_rate, low), low,
+                                            self.sample_rate), self.samples)
+        return ex
+
+    def batch(self, start: int, size: int) -> list[Example]:
+        return [self.example(start + i) for i in range(size)]
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+class FolderData(TrainingData):
+    """A ``flam synth sed`` output folder: ``audio/<id>.*`` with ``meta/<id>.json`` labels."""
+
+    def __init__(self, folder: str | Path, **kw):
+        super().__init__(**kw)
+        self.folder = Path(folder)
+        meta_dir = self.folder / "meta"
+        if not meta_dir.is_dir():
+            raise DataError(f"{self.folder}: not a `flam synth` output folder (no meta/)")
+        self.items: list[tuple[Path, Path]] = []
+        for meta in sorted(meta_dir.glob("*.json")):
+            audio = next(iter(sorted((self.folder / "audio").glob(meta.stem + ".*"))), None)
+            if audio is None:
+                raise DataError(f"{meta}: no audio file audio/{meta.stem}.*")
+            self.items.append((meta, audio))
+        if not self.items:
+            raise DataError(f"{self.folder}: empty dataset (no meta/*.json)")
+        self._order: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def position(self, index: int) -> int:
+        epoch, offset = divmod(index, len(self.items))
+        if epoch not in self._order:
+            self._order = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
+                len(self.items))}
+        return int(self._order[epoch][offset])
+
+    def raw(self, index: int) -> Example:
+        import soundfile as sf
+
+        meta_path, audio_path = self.items[self.position(index)]
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            labels = meta["labels"]
+            negatives = list(meta.get("negatives", []))
+            if not isinstance(labels, dict) or not all(
+                    isinstance(v, list) and all(len(iv) == 2 for iv in v) for v in labels.values()):
+                raise ValueError("labels must map descriptions to [[onset, offset], …]")
+            if not labels and not negatives:
+                raise ValueError("no descriptions (labels or negatives)")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{meta_path}: malformed metadata: {exc}") from None
+        try:
+            audio, rate = sf.read(str(audio_path), dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is a data error
+            raise DataError(f"{audio_path}: cannot read audio: {exc}") from None
+        audio = _resample(audio.mean(axis=1), rate, self.sample_rate)
+        return Example(fit_window(audio, self.samples), clip_labels(labels, self.window_seconds),
+                       negatives, meta_path.stem)
+
+    def describe(self) -> str:
+        return f"{self.folder} ({len(self.items)} pre-rendered mixtures)"
+
+
+class SynthData(TrainingData):
+    """Mixtures made on the fly from a corpus manifest (flamcli.synth.SynthDataset)."""
+
+    def __init__(self, manifest: str | Path, recipe=None, **kw):
+        from ..synth import AudioBank, CorpusError, RecipeError, SedRecipe, read_manifest
+
+        super().__init__(**kw)
+        self.manifest = Path(manifest)
+        try:
+            clips = read_manifest(self.manifest)
+            if not clips:
+                raise DataError(f"{self.manifest}: empty manifest")
+            self.recipe = recipe or SedRecipe(sample_rate=self.sample_rate,
+                                              duration=self.window_seconds)
+            self.recipe.validate()
+            self.bank = AudioBank.load(clips, self.recipe)[0]
+        except (CorpusError, RecipeError) as exc:
+            raise DataError(f"{self.manifest}: {exc}") from None
+        if not self.tags:
+            self.tags = {c.label: [t for t in c.tags if t != c.label] for c in clips if c.tags}
+
+    def raw(self, index: int) -> Example:
+        from ..synth import SynthDataset
+
+        item = next(iter(SynthDataset(self.bank, self.recipe, seed=self.seed, count=1,
+                                      start=index)))
+        audio = _resample(item["audio"].numpy(), self.recipe.sample_rate, self.sample_rate)
+        return Example(fit_window(audio, self.samples),
+                       clip_labels(item["labels"], self.window_seconds),
+                       list(item["negatives"]), item["id"])
+
+    def describe(self) -> str:
+        return f"{self.manifest} (on-the-fly synthesis, seed {self.seed})"
+
+
+def open_data(path: str | Path, sample_rate: int, window_seconds: float, seed: int = 0,
+              augment: Augment | None = None, tags_manifest: str | Path | None = None
+              ) -> TrainingData:
+    """A synth output folder, or a corpus manifest (.csv/.jsonl) for on-the-fly mixtures."""
+    path = Path(path)
+    tags = None
+    if tags_manifest:
+        from ..synth import read_manifest
+
+        tags = {c.label: [t for t in c.tags if t != c.label]
+                for c in read_manifest(tags_manifest) if c.tags}
+    kw = dict(sample_rate=sample_rate, window_seconds=window_seconds, seed=seed,
+              augment=augment, tags=tags)
+    if path.is_dir():
+        return FolderData(path, **kw)
+    if path.is_file() and path.suffix.lower() in (".csv", ".jsonl", ".json"):
+        return SynthData(path, **kw)
+    if not path.exists():
+        raise DataError(f"{path}: no such folder or manifest")
+    raise DataError(f"{path}: expected a `flam synth` output folder or a .csv/.jsonl manifest")

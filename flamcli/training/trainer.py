@@ -1,0 +1,457 @@
+"""The training loop: one CPU or GPU, or many ranks under torchrun.
+
+Per optimiser step, each rank takes ``batch_size`` examples per micro-batch
+(``grad_accum`` micro-batches), scores them with the ring loss, and the ranks sum their
+gradients (their losses are shares of one loss; see :mod:`flamcli.training.losses`). The
+example indices depend only on the step, so the data position is the step.
+
+Output folder::
+
+    OUT/config.json, model.safetensors, tokenizer.json, README.md   a loadable flam model
+    OUT/metrics.jsonl          one line per step: step, lr, loss and its parts, clips/s
+    OUT/loss.png               the loss curves
+    OUT/checkpoints/step-NNNNNNNN/{model.safetensors,trainer.pt}   every --checkpoint-every
+    OUT/checkpoints/latest     the name of the newest complete checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..io import atomic_path, write_text_atomic
+from .losses import FlamLoss, LossConfig, build_text_slots
+
+
+class TrainingError(Exception):
+    """Training stopped for a reason the user can act on (the message says which)."""
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    output: str
+    config: str = "debug"  # a config name (debug, openflam-v1-base) or a config.json file
+    init: str | None = None  # start from this model (registry name, directory, weights)
+    max_steps: int = 1000
+    batch_size: int = 8  # clips per rank per micro-batch
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int | None = None  # default min(3200, max_steps // 20)
+    max_grad_norm: float = 1.0  # 0 = no clipping
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    global_loss: str = "sigmoid"
+    global_weight: float = 1.0
+    sed_weight: float = 200.0
+    prior_weight: float = 1.0
+    tag_rate: float = 0.5
+    downsample_rate: float = 0.3
+    tags_manifest: str | None = None
+    freeze_audio: bool = False
+    freeze_text: bool = False
+    compile: bool = False
+    device: str = "auto"
+    resume: str | None = None  # "latest" or a checkpoint folder
+    command: str = ""  # recorded in the model card
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(global_loss=self.global_loss, global_weight=self.global_weight,
+                          sed_weight=self.sed_weight, prior_weight=self.prior_weight)
+
+    def warmup(self) -> int:
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return min(3200, max(1, self.max_steps // 20))
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Cosine warm-up over ``warmup`` steps, then linear decay to 0 at ``total`` (§5)."""
+    if warmup > 0 and step < warmup:
+        return 0.5 * (1 - math.cos(math.pi * (step + 1) / warmup))
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed set-up (torchrun's environment)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was requested but CUDA is not available")
+    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        return Dist(dist.get_rank(), dist.get_world_size(), local, dev)
+    return Dist(0, 1, 0, dev)
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _broadcast_object(value, d: Dist):
+    if d.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model
+
+
+def build_model(cfg: TrainConfig):
+    from ..models.config import FlamConfig, debug_config, openflam_v1_base_config
+    from ..models.flam import FlamModel, ModelInfo
+    from ..models.registry import load_model
+    from ..models.text import TextTokenizer, byte_tokenizer
+
+    if cfg.init:
+        model = load_model(cfg.init, device="cpu")
+        return model
+    named = {"debug": debug_config, "openflam-v1-base": openflam_v1_base_config}
+    if cfg.config in named:
+        config = named[cfg.config]()
+    else:
+        path = Path(cfg.config)
+        if not path.is_file():
+            raise TrainingError(f"--config {cfg.config}: not a config name "
+                                f"({', '.join(named)}) nor a config.json file")
+        try:
+            config = FlamConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            raise TrainingError(f"--config {path}: {exc}") from None
+    torch.manual_seed(cfg.seed)
+    # From scratch the text tower gets the byte-level tokenizer (ids < 260 fit any vocab).
+    model = FlamModel(config, TextTokenizer(byte_tokenizer(), config.text))
+    model.info = ModelInfo(name=config.name, source="trained by flam train")
+    return model
+
+
+class TextCache:
+    """Pooled text features of a frozen text encoder, computed once per caption."""
+
+    def __init__(self, model):
+        self.model = model
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        from .batch import encode_pooled
+
+        new = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if new:
+            with torch.no_grad():
+                for text, row in zip(new, encode_pooled(self.model, new)):
+                    self.cache[text] = row.detach()
+        return torch.stack([self.cache[t] for t in texts])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(out: Path, step: int, model, loss_fn, optimizer, scheduler, cfg: TrainConfig,
+                    examples_seen: int, keep: int) -> Path:
+    """Write ``checkpoints/step-N`` atomically (temp folder + rename), then ``latest``."""
+    from safetensors.torch import save_file
+
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:08d}"
+    tmp = root / f".step-{step:08d}.part"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    torch.save({"step": step, "examples_seen": examples_seen, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "loss": loss_fn.state_dict(),
+                "rng": _rng_state(), "config": asdict(cfg)}, tmp / "trainer.pt")
+    for f in tmp.iterdir():  # data on disk before the rename makes it visible
+        with open(f, "rb") as handle:
+            os.fsync(handle.fileno())
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_text_atomic(root / "latest", final.name + "\n")
+    done = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in done[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(out: Path, which: str) -> Path | None:
+    if which != "latest":
+        path = Path(which)
+        if not (path / "trainer.pt").is_file():
+            raise TrainingError(f"--resume {which}: not a checkpoint folder")
+        return path
+    root = out / "checkpoints"
+    try:
+        name = (root / "latest").read_text(encoding="utf-8").strip()
+        if (root / name / "trainer.pt").is_file():
+            return root / name
+    except OSError:
+        pass
+    done = sorted(p for p in root.glob("step-*") if (p / "trainer.pt").is_file())
+    return done[-1] if done else None
+
+
+def load_checkpoint(path: Path, model, loss_fn, optimizer, scheduler) -> dict:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    # Our own file, written by save_checkpoint: optimizer and RNG state need pickled objects.
+    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    loss_fn.load_state_dict(state["loss"])
+    _set_rng_state(state["rng"])
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+
+
+def model_card(cfg: TrainConfig, model, data_description: str, step: int, last: dict) -> str:
+    loss = f"{last.get('loss', float('nan')):.4f}" if last else "n/a"
+    return (
+        f"# {model.config.name} (trained with flam train)\n\n"
+        f"A FLAM model (frame-wise language-audio model) trained by `flam train`; load it "
+        f"with `flam detect AUDIO QUERY --model {cfg.output}`.\n\n"
+        f"- command: `{cfg.command or 'flam train'}`\n"
+        f"- data: {data_description}\n"
+        f"- architecture: {cfg.init or cfg.config}; initialised from "
+        f"{cfg.init or 'scratch (seed %d)' % cfg.seed}\n"
+        f"- steps: {step}, batch {cfg.batch_size} × accumulation {cfg.grad_accum} per rank\n"
+        f"- final loss: {loss}\n"
+        f"- losses: global {cfg.global_loss} ×{cfg.global_weight}, SED ×{cfg.sed_weight}, "
+        f"prior ×{cfg.prior_weight}\n\n"
+        "Training settings:\n\n```json\n" + json.dumps(asdict(cfg), indent=2) + "\n```\n"
+    )
+
+
+def plot_losses(metrics: Path, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    for key in ("loss", "sed", "global", "prior"):
+        if key in rows[0]:
+            ax.plot(steps, [r[key] for r in rows], label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
+    """Train; returns a summary. Raises TrainingError (data, NaN, out of memory, resume)."""
+    from .batch import loss_inputs
+    from .data import Augment, DataError, open_data
+    from .ring import all_reduce_gradients, all_reduce_plain
+
+    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
+        raise TrainingError("--max-steps, --batch-size and --grad-accum must be at least 1")
+    d = setup_distributed(cfg.device)
+    out = Path(cfg.output)
+    model = build_model(cfg)
+    window = model.config.frontend.window_seconds
+    try:
+        data = open_data(cfg.data, model.sample_rate, window, seed=cfg.seed,
+                         augment=Augment(cfg.tag_rate, cfg.downsample_rate),
+                         tags_manifest=cfg.tags_manifest)
+    except DataError as exc:
+        raise TrainingError(str(exc)) from None
+    if cfg.freeze_audio:
+        for p in list(model.audio_branch.parameters()) + list(model.audio_projection.parameters()):
+            p.requires_grad_(False)
+    text_cache = None
+    if cfg.freeze_text:
+        for p in model.text_branch.parameters():
+            p.requires_grad_(False)
+        text_cache = TextCache(model)
+    model.to(d.device).train()
+    loss_fn = FlamLoss(cfg.loss_config()).to(d.device)
+    params = [p for p in model.parameters() if p.requires_grad] + list(loss_fn.parameters())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]  # biases, norms, scales: no weight decay
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    warmup = cfg.warmup()
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, warmup, cfg.max_steps))
+
+    step = 0
+    metrics = out / "metrics.jsonl"
+    if cfg.resume:
+        found = find_checkpoint(out, cfg.resume) if d.main else None
+        found = _broadcast_object(str(found) if found else None, d)
+        if found is None:
+            if d.main:
+                log(f"no checkpoint in {out / 'checkpoints'}: starting from step 0")
+        else:
+            state = load_checkpoint(Path(found), model, loss_fn, optimizer, scheduler)
+            step = int(state["step"])
+            if d.main:
+                log(f"resumed from {found} (step {step})")
+    if d.world > 1:  # every rank starts from rank 0's weights (DDP semantics)
+        import torch.distributed as dist
+
+        for tensor in list(model.state_dict().values()) + list(loss_fn.state_dict().values()):
+            dist.broadcast(tensor.data, src=0)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if step == 0 and metrics.exists():
+            metrics.unlink()
+        _truncate_metrics(metrics, step)
+    embed = torch.compile(model.embed_audio) if cfg.compile else None
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    per_step = cfg.batch_size * d.world * cfg.grad_accum
+    delay = float(os.environ.get("FLAM_TRAIN_STEP_DELAY", "0") or 0)  # test hook (kill tests)
+    last: dict = {}
+    good = find_checkpoint(out, "latest") if d.main else None
+    while step < cfg.max_steps:
+        started = time.perf_counter()
+        sums: dict[str, float] = {}
+        try:
+            for micro in range(cfg.grad_accum):
+                first = step * per_step + (micro * d.world + d.rank) * cfg.batch_size
+                examples = data.batch(first, cfg.batch_size)
+                waves = torch.from_numpy(np.stack([e.audio for e in examples]))
+                slots = build_text_slots([e.labels for e in examples],
+                                         [e.negatives for e in examples],
+                                         model.frames_per_window, window)
+                with autocast:
+                    inputs = loss_inputs(model, waves, slots, text_cache, embed=embed)
+                result = loss_fn(inputs, model.logit_scale_a, None)  # fp32 loss maths
+                (result.total / cfg.grad_accum).backward()
+                for key, value in [("loss", result.total.detach()), *result.parts.items()]:
+                    sums[key] = sums.get(key, 0.0) + float(value) / cfg.grad_accum
+        except DataError as exc:
+            raise TrainingError(str(exc)) from None
+        except torch.OutOfMemoryError:
+            raise TrainingError(
+                f"out of memory at batch size {cfg.batch_size} per rank: use a smaller "
+                "--batch-size and a larger --grad-accum (same effective batch)") from None
+        all_reduce_gradients(params)
+        keys = sorted(sums)
+        totals = all_reduce_plain(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+        values = dict(zip(keys, totals.tolist()))
+        if not all(math.isfinite(v) for v in values.values()):
+            where = f"; the last good checkpoint is {good}" if good else ""
+            raise TrainingError(f"non-finite loss at step {step + 1} ({values}): stopped "
+                                f"without updating{where}. Try a lower --lr")
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        elapsed = time.perf_counter() - started
+        last = {"step": step, "lr": lr, **values, "clips_per_s": per_step / elapsed,
+                "seconds": elapsed}
+        if d.main:
+            with open(metrics, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(last) + "\n")
+            if step % max(1, cfg.checkpoint_every) == 0 or step == cfg.max_steps:
+                good = save_checkpoint(out, step, model, loss_fn, optimizer, scheduler, cfg,
+                                       step * per_step, cfg.keep_checkpoints)
+            parts = " ".join(f"{k} {values[k]:.4f}" for k in keys if k != "loss")
+            log(f"step {step}/{cfg.max_steps} loss {values['loss']:.4f} ({parts}) "
+                f"lr {lr:.2e} {per_step / elapsed:.1f} clips/s")
+        _barrier(d)
+        if delay:
+            time.sleep(delay)
+    if d.main:
+        from ..models.registry import save_model
+
+        model.eval()
+        save_model(model, out, card=model_card(cfg, model, data.describe(), step, last))
+        plot_losses(metrics, out / "loss.png")
+    _barrier(d)
+    return {"steps": step, "last": last, "output": str(out), "rank": d.rank, "world": d.world}
+

@@ -1,0 +1,333 @@
+"""`flam train`: the FLAM losses by hand, the cross-rank ring against one process, the trainer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flamcli.training import FlamLoss, LossConfig, LossInputs, build_text_slots
+from flamcli.training.losses import normalise_caption, text_id
+
+
+def bce(logit: float, target: float) -> float:
+    return -(target * math.log(1 / (1 + math.exp(-logit)))
+             + (1 - target) * math.log(1 - 1 / (1 + math.exp(-logit))))
+
+
+# ---------------------------------------------------------------------------------------------
+# Union-of-descriptions labelling
+
+
+def test_text_slots_deduplicate_and_label():
+    labels = [{"Dog barks": [[0.0, 5.0]]}, {"dog  barks": [[5.0, 10.0]], "rain": [[0, 10]]}]
+    negatives = [["siren"], ["Siren", "bell"]]
+    slots = build_text_slots(labels, negatives, n_frames=4, duration=10.0)
+    assert slots.texts == ["Dog barks", "siren", "rain", "bell"]  # first spelling kept
+    assert slots.capacity == 10 and slots.text_mask.tolist() == [True] * 4 + [False] * 6
+    assert slots.ids[0] == text_id("DOG barks") and normalise_caption(" A  b ") == "a b"
+    # clip 0: dog on frames 0-1 (2.5 s frames; 5.0 s covers half of frame 1 → 1.0 and 1.0)
+    assert slots.targets[0, 0].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert slots.targets[1, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert slots.targets[0, 2].sum() == 0  # "rain" not annotated for clip 0: negative
+    assert slots.targets[:, 1].sum() == 0 and slots.targets[:, 3].sum() == 0  # negatives
+    assert slots.present.tolist()[0][:4] == [1, 0, 0, 0]
+    assert slots.present.tolist()[1][:4] == [1, 0, 1, 0]
+
+
+def test_text_slots_overflow_masks_the_clip():
+    labels = [{"a": [[0, 1]], "b": [[0, 1]]}, {"c": [[0, 1]], "d": [[0, 1]]}, {"a": [[0, 1]]}]
+    slots = build_text_slots(labels, [[], [], []], n_frames=2, duration=2.0, capacity=3)
+    assert slots.audio_mask.tolist() == [True, False, True] and slots.dropped_clips == 1
+    assert slots.texts == ["a", "b"]
+    assert slots.targets[1].sum() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses by hand: one clip, two frames, two texts, 2-d embeddings
+
+
+def tiny_inputs(requires_grad=True):
+    frames = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # [N=1, T=2, D=2]
+    audio_global = torch.tensor([[math.sqrt(0.5), math.sqrt(0.5)]])
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], requires_grad=requires_grad)
+    alpha = torch.tensor([10.0, 5.0, 1.0], requires_grad=requires_grad)
+    beta = torch.tensor([-8.0, -2.0, 0.0], requires_grad=requires_grad)
+    slots = build_text_slots([{"x": [[0.0, 1.0]]}], [["y"]], n_frames=2, duration=2.0,
+                             capacity=3)
+    return LossInputs(frames, audio_global, emb, alpha, beta, slots)
+
+
+def test_sed_loss_by_hand():
+    inputs = tiny_inputs()
+    loss = FlamLoss(LossConfig(global_loss="none", sed_weight=1.0, prior_weight=0.0))
+    out = loss(inputs, torch.tensor(0.0))
+    # text x (α 10, β −8): frame 0 positive cos 1, frame 1 negative cos 0
+    # text y (α 5, β −2): both frames negative, cos 0 and 1
+    expected = (bce(10 - 8, 1) + bce(-8, 0) + bce(-2, 0) + bce(5 - 2, 0)) / (2 * 2)
+    assert out.parts["sed"].item() == pytest.approx(expected, rel=1e-6)
+    out.total.backward()
+    assert inputs.alpha.grad is not None and inputs.alpha.grad[:2].abs().min() > 0
+    assert inputs.beta.grad is None or inputs.beta.grad.abs().max() == 0  # stop-gradient
+    assert inputs.alpha.grad[2] == 0  # padding slot
+
+
+def test_prior_loss_by_hand_trains_only_beta():
+    inputs = tiny_inputs()
+    loss = FlamLoss(LossConfig(global_loss="none", sed_weight=0.0, prior_weight=1.0))
+    out = loss(inputs, torch.tensor(0.0))
+    # ȳ(x) = 1 positive frame / (1 clip × 2 frames) = 0.5; ȳ(y) = 0; mean over 2 texts
+    expected = (bce(-8, 0.5) + bce(-2, 0.0)) / 2
+    assert out.parts["prior"].item() == pytest.approx(expected, rel=1e-6)
+    out.total.backward()
+    assert inputs.beta.grad[:2].abs().min() > 0 and inputs.beta.grad[2] == 0
+    assert inputs.alpha.grad is None and inputs.text_embeddings.grad is None
+
+
+def test_sigmoid_global_loss_by_hand():
+    inputs = tiny_inputs()
+    loss = FlamLoss(LossConfig(global_loss="sigmoid", sed_weight=0.0, prior_weight=0.0))
+    assert loss.global_bias.item() == -10.0  # SigLIP's init
+    scale = torch.tensor(math.log(10.0))
+    out = loss(inputs, scale)
+    c = math.sqrt(0.5)  # cosine of the global embedding with both texts
+    expected = (bce(10 * c - 10, 1) + bce(10 * c - 10, 0)) / 1  # sum over pairs / clips
+    assert out.parts["global"].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_infonce_matches_clip_cross_entropy():
+    torch.manual_seed(0)
+    n, d = 4, 8
+    audio = F.normalize(torch.randn(n, d), dim=-1)
+    text = F.normalize(torch.randn(5 * n, d), dim=-1)
+    labels = [{f"t{i}": [[0.0, 1.0]]} for i in range(n)]
+    slots = build_text_slots(labels, [[]] * n, n_frames=2, duration=2.0)
+    inputs = LossInputs(audio[:, None].expand(n, 2, d), audio, text, torch.ones(5 * n),
+                        torch.zeros(5 * n), slots)
+    loss = FlamLoss(LossConfig(global_loss="infonce", sed_weight=0.0, prior_weight=0.0))
+    scale = torch.tensor(math.log(1 / 0.07))
+    out = loss(inputs, scale)
+    logits = scale.exp() * audio @ text[:n].T
+    target = torch.arange(n)
+    expected = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    assert out.parts["global"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_weights_and_paper_initialisation(debug_model):
+    cfg = LossConfig()
+    assert (cfg.global_weight, cfg.sed_weight, cfg.prior_weight) == (1.0, 200.0, 1.0)
+    assert debug_model.config.alpha_init == pytest.approx(math.log(10))
+    assert debug_model.config.beta_init == -8.0
+    assert debug_model.logit_scale_a.item() == pytest.approx(math.log(1 / 0.07))
+    assert not debug_model.aed_logit_scale.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------
+# The ring across gloo processes against one process
+
+
+@pytest.fixture(scope="module")
+def full_sigmoid():
+    from flamcli.training.parity import full_computation
+
+    return full_computation("sigmoid")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_ring_matches_single_process(world, full_sigmoid):
+    from flamcli.training.parity import check_parity
+
+    result = check_parity(world, "sigmoid", full=full_sigmoid)
+    assert not result["missing"]
+    assert result["loss_error"] <= 1e-5
+    assert len(result["grad_errors"]) == result["parameters"] > 90
+    for name, (diff, norm) in result["grad_errors"].items():
+        # 1e-6 absolute: analytically-zero gradients (attention key biases) are float noise
+        assert diff <= 1e-5 * norm + 1e-6, (name, diff, norm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer: data from `flam synth`, checkpoints, kill and resume, outputs, bad input
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+from flamcli.training.trainer import TrainConfig, TrainingError, lr_factor, train  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory):
+    """A tiny corpus (tones + noise), its manifest and 8 rendered 16 kHz mixtures."""
+    from test_synth import build_corpus
+
+    from flamcli.synth import SedRecipe, index_directory, read_manifest, synthesize, write_manifest
+
+    root = tmp_path_factory.mktemp("train")
+    corpus = build_corpus(root / "corpus")
+    clips, _ = index_directory(corpus)
+    manifest = write_manifest(clips, corpus / "corpus.csv")
+    synthesize(read_manifest(manifest), SedRecipe(sample_rate=16000), root / "mix", 8, seed=0)
+    return root / "mix", manifest
+
+
+def quick(data, out, **kw) -> TrainConfig:
+    values = dict(data=str(data), output=str(out), config="debug", max_steps=2, batch_size=2,
+                  checkpoint_every=1, device="cpu", seed=3)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_schedule_warms_up_then_decays():
+    factors = [lr_factor(s, 4, 12) for s in range(12)]
+    assert factors[0] == pytest.approx(0.5 * (1 - math.cos(math.pi / 4)))
+    assert factors[3] == pytest.approx(1.0) and factors[4] == pytest.approx(1.0)
+    assert factors[4:] == sorted(factors[4:], reverse=True) and factors[-1] > 0
+    assert lr_factor(12, 4, 12) == 0
+
+
+def test_cli_train_writes_a_loadable_model(cli, train_data, tmp_path):
+    from flamcli.models.registry import load_model
+
+    mix, _ = train_data
+    out = tmp_path / "model"
+    result = cli("train", "--data", mix, "--output", out, "--config", "debug", "--max-steps", 2,
+                 "--batch-size", 2, "--checkpoint-every", 1, "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "loss.png"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and {"sed", "prior", "global"} <= set(r) for r in rows)
+    card = (out / "README.md").read_text()
+    assert "flam train" in card and "--max-steps 2" in card and str(mix) in card
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000002"
+    assert len(list((out / "checkpoints").glob("step-*"))) == 2  # --keep-checkpoints 2
+    model = load_model(out)
+    assert model.config.name == "debug"
+    # the trained model runs in detect
+    audio = next((mix / "audio").iterdir())
+    detect = cli("detect", audio, "dog bark", "--model", out)
+    assert detect.exit_code == 0, detect.stderr
+
+
+def test_train_on_the_fly_from_a_manifest(train_data, tmp_path):
+    _, manifest = train_data
+    summary = train(quick(manifest, tmp_path / "m", max_steps=1, grad_accum=2,
+                          global_loss="infonce", freeze_text=True), log=lambda m: None)
+    assert summary["steps"] == 1 and math.isfinite(summary["last"]["loss"])
+    assert summary["last"]["global"] > 0
+
+
+def test_augmentations_are_deterministic_and_configurable(train_data):
+    from flamcli.training.data import Augment, open_data
+
+    _, manifest = train_data
+    data = open_data(manifest, 16000, 10.0, seed=1, augment=Augment(tag_rate=1.0,
+                                                                   downsample_rate=1.0))
+    plain = open_data(manifest, 16000, 10.0, seed=1, augment=Augment(0.0, 0.0))
+    a, b, c = data.example(0), data.example(0), plain.example(0)
+    assert (a.audio == b.audio).all() and a.labels == b.labels
+    assert not (a.audio == c.audio).all()  # down-and-up resampled
+    tags = {"animals", "bells", "vehicles"}  # folder names are the tags of build_corpus
+    assert set(a.labels) <= tags and set(c.labels).isdisjoint(tags)
+
+
+def test_bad_data_is_a_clear_error(cli, train_data, tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "meta").mkdir(parents=True)
+    result = cli("train", "--data", empty, "--output", tmp_path / "o", "--max-steps", 1)
+    assert result.exit_code == 3 and "empty dataset" in result.stderr
+    broken = tmp_path / "broken"
+    (broken / "meta").mkdir(parents=True)
+    (broken / "audio").mkdir()
+    (broken / "meta" / "x.json").write_text('{"labels": {"dog": [[1]]}}')
+    (broken / "audio" / "x.flac").write_bytes(b"")
+    with pytest.raises(TrainingError, match="x.json: malformed metadata"):
+        train(quick(broken, tmp_path / "o2", max_steps=1), log=lambda m: None)
+    with pytest.raises(TrainingError, match="no such folder"):
+        train(quick(tmp_path / "nope", tmp_path / "o3"), log=lambda m: None)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_data, tmp_path, monkeypatch):
+    from flamcli.training import losses
+
+    mix, _ = train_data
+    real = losses.FlamLoss.forward
+    calls = []
+
+    def poisoned(self, *args, **kw):
+        out = real(self, *args, **kw)
+        calls.append(1)
+        if len(calls) >= 3:
+            out.total = out.total * float("nan")
+        return out
+
+    monkeypatch.setattr(losses.FlamLoss, "forward", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 3.*step-00000002"):
+        train(quick(mix, out, max_steps=4), log=lambda m: None)
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000002"
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(train_data, tmp_path):
+    from safetensors.torch import load_file
+
+    mix, _ = train_data
+    args = ["--data", str(mix), "--config", "debug", "--max-steps", "4", "--batch-size", "2",
+            "--checkpoint-every", "2", "--seed", "5", "--device", "cpu", "--threads", "1"]
+    env = {**os.environ, "FLAM_TRAIN_STEP_DELAY": "0.5", "FLAM_NO_PROGRESS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "flamcli", "train", *args, "--output",
+                             str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    latest = killed / "checkpoints" / "latest"
+    deadline = time.time() + 120
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    assert latest.read_text().strip() == "step-00000002"
+    assert not (killed / "model.safetensors").exists()
+    # The rest in-process (same thread count as the killed run: bitwise-equal arithmetic).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        common = dict(max_steps=4, checkpoint_every=2, seed=5)
+        resumed = train(quick(mix, killed, resume="latest", **common), log=lambda m: None)
+        train(quick(mix, tmp_path / "straight", **common), log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed["steps"] == 4
+    a = load_file(str(killed / "model.safetensors"))
+    b = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(line)["step"]
+             for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_torchrun_two_processes(train_data, tmp_path):
+    mix, _ = train_data
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FLAM_NO_PROGRESS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "flamcli", "train", "--data", str(mix), "--output", str(out), "--config",
+         "debug", "--max-steps", "2", "--batch-size", "1", "--checkpoint-every", "2",
+         "--device", "cpu"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("model after 2 steps") == 1  # rank 0 reports
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    from flamcli.models.registry import load_model
+
+    assert load_model(out).config.name == "debug"
