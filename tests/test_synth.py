@@ -511,3 +511,31 @@ def test_decoded_clip_cache(clips, monkeypatch, tmp_path):
         assert np.array_equal(entry.audio, again.by_path[path].audio)
         assert entry.level_db == again.by_path[path].level_db
     assert np.load(cached_files[0]).dtype == np.float32
+
+
+def test_split_by_source_clip_is_stable_and_covers_labels(tmp_path, cli):
+    from flamcli.synth.corpus import Clip, split_clips
+
+    def clip(label, n, kind="event"):
+        return Clip(path=f"/x/{label}{n}.wav", kind=kind, captions=[label],
+                    sha256=hashlib.sha256(f"{label}{n}".encode()).hexdigest())
+
+    clips = ([clip("dog", i) for i in range(10)] + [clip("cat", i) for i in range(3)]
+             + [clip("rare", i) for i in range(2)]
+             + [clip("rain", i, "background") for i in range(6)])
+    train, held = split_clips(clips, fraction=0.2, seed=1)
+    assert sorted(c.path for c in train + held) == sorted(c.path for c in clips)
+    assert not {c.path for c in train} & {c.path for c in held}
+    held_labels = [c.label for c in held]
+    assert "rare" not in held_labels  # too few clips: stays in training
+    for label in ("dog", "cat", "rain"):
+        assert 1 <= held_labels.count(label) < sum(c.label == label for c in clips)
+    # Adding clips never moves the others.
+    train2, held2 = split_clips(clips + [clip("dog", 99)], fraction=0.2, seed=1)
+    assert {c.path for c in held} - {"/x/dog99.wav"} <= {c.path for c in held2}
+    # Through the CLI, on a real manifest.
+    manifest = write_manifest(clips, tmp_path / "m.csv")
+    result = cli("synth", "split", str(manifest), "--train", str(tmp_path / "t.csv"),
+                 "--validation", str(tmp_path / "v.csv"), "--fraction", "0.2", "--seed", "1")
+    assert result.exit_code == 0
+    assert [c.path for c in read_manifest(tmp_path / "v.csv")] == [c.path for c in held]

@@ -96,6 +96,38 @@ def index_command(
         raise typer.Exit(ExitCode.INPUT_FAILED)
 
 
+@synth_app.command("split", no_args_is_help=True)
+def split_command(
+    manifest: Annotated[Path, typer.Argument(help="Corpus manifest (.csv or .jsonl).")],
+    train: Annotated[Path, typer.Option("--train", help="Manifest of the training clips.")],
+    validation: Annotated[Path, typer.Option("--validation", help="Manifest of the held-out clips.")],
+    fraction: Annotated[float, typer.Option("--fraction", min=0.01, max=0.99,
+                                            help="Share of each label's clips held out.")] = 0.15,
+    seed: Annotated[int, typer.Option("--seed", help="Another seed, another split.")] = 0,
+    quiet: QuietOption = False,
+) -> None:
+    """Hold out clips for validation, by source clip and background recording (never by mixture).
+
+    Labels with fewer than 3 clips stay in training; every other label and the backgrounds get at least one held-out clip. A clip's side depends only on its content hash and the seed.
+
+    Example: flam synth split corpus.csv --train train.csv --validation val.csv
+    """
+    from ..synth import CorpusError, read_manifest, write_manifest
+    from ..synth.corpus import split_clips
+
+    log = Log(quiet)
+    try:
+        train_clips, held_out = split_clips(read_manifest(manifest), fraction, seed)
+    except CorpusError as exc:
+        log.error(str(exc))
+        raise typer.Exit(ExitCode.USAGE)
+    write_manifest(train_clips, train)
+    write_manifest(held_out, validation)
+    log.info(f"{train}: {len(train_clips)} clips; {validation}: {len(held_out)} clips "
+             f"({sum(c.kind == 'background' for c in held_out)} backgrounds, "
+             f"{len({c.label for c in held_out if c.kind == 'event'})} event labels)")
+
+
 @synth_app.command("recipe")
 def recipe_command(
     name: Annotated[RecipeName, typer.Argument(help="sed or ground.")],

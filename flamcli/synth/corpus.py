@@ -10,6 +10,7 @@ relative to the manifest's folder unless absolute. Columns::
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -290,3 +291,42 @@ def index_directory(
             channels=info.channels, sha256=digest,
         ))
     return clips, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Train / validation split by source clip
+
+
+def split_clips(clips: list[Clip], fraction: float = 0.15, seed: int = 0,
+                min_per_label: int = 3) -> tuple[list[Clip], list[Clip]]:
+    """(train, validation), split by source clip and by background recording.
+
+    A clip's side depends only on its content hash and the seed, so adding clips never moves
+    others. Event labels with fewer than ``min_per_label`` clips stay in training (a
+    validation query needs clips the model never heard, and training needs some too); every
+    label with enough clips gets at least one validation clip, and at least one background
+    goes to validation.
+    """
+    if not 0 < fraction < 1:
+        raise CorpusError("the validation fraction must be between 0 and 1")
+
+    def rank(clip: Clip) -> float:
+        key = f"{seed}:{clip.sha256 or clip.path}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+
+    validation: set[int] = set()
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, clip in enumerate(clips):
+        key = ("background", "") if clip.kind == "background" else ("event", clip.label)
+        groups.setdefault(key, []).append(index)
+    for (kind, _), members in groups.items():
+        if kind == "event" and len(members) < min_per_label:
+            continue
+        ordered = sorted(members, key=lambda i: rank(clips[i]))
+        chosen = [i for i in ordered if rank(clips[i]) < fraction]
+        if not chosen and len(ordered) >= 2:
+            chosen = ordered[:1]
+        validation.update(chosen[: len(ordered) - 1])  # never the whole group
+    train = [c for i, c in enumerate(clips) if i not in validation]
+    held_out = [c for i, c in enumerate(clips) if i in validation]
+    return train, held_out
