@@ -138,15 +138,16 @@ def test_default_model_is_openflam_when_available(seeded_openflam_hub, monkeypat
 
 def test_default_model_falls_back_to_the_bundled_one_with_a_notice(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(registry, "hub_reachable", lambda timeout=2.0: False)
-    monkeypatch.setattr(registry, "BUNDLED_MODEL", "debug")
+    monkeypatch.setattr(registry, "bundled_model_name", lambda: "debug")
     caplog.set_level(logging.WARNING, logger="flamcli")
     model = load_model(None, cache_dir=tmp_path / "empty")
     assert model.info.name == "debug"
     assert caplog.text.count("using the bundled model debug") == 1
 
 
-def test_cli_without_model_and_without_hub_is_one_clear_line(cli, make_audio, monkeypatch):
+def test_cli_without_any_model_is_one_clear_line(cli, make_audio, monkeypatch):
     monkeypatch.setattr(registry, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(registry, "bundled_model_name", lambda: None)  # an install without it
     result = cli("detect", make_audio("a.wav"), "dog")
     assert result.exit_code == 4
     errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]

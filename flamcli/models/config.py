@@ -165,3 +165,29 @@ def debug_config() -> FlamConfig:
         ),
         embed_dim=32,
     )
+
+
+def flam_tiny_config() -> FlamConfig:
+    """flam-tiny, the bundled model: a small HTSAT at 16 kHz and the frozen all-MiniLM-L6-v2.
+
+    Audio: 64 mel bins at 16 kHz folded into a 256 × 256 image like HTSAT, embedding width 40
+    and four stages of two Swin blocks (about 4 M parameters, 15 MiB in fp32), with
+    the real model's geometry: 10 s windows, 32 frames of 0.3125 s. Text: all-MiniLM-L6-v2
+    (BERT, 6 layers, 384 wide, uncased WordPiece, mean pooling), kept frozen in training.
+    """
+    return FlamConfig(
+        name="flam-tiny",
+        frontend=FrontendConfig(
+            sample_rate=16_000, n_fft=512, hop_length=160, n_mels=64, f_min=50.0, f_max=8_000.0
+        ),
+        audio=AudioEncoderConfig(
+            spec_size=256, freq_ratio=4, patch_size=4, embed_dim=40,
+            depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16), window_size=8, drop_path_rate=0.1,
+        ),
+        text=TextEncoderConfig(
+            kind="bert", vocab_size=30_522, hidden_size=384, num_layers=6, num_heads=12,
+            intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2,
+            layer_norm_eps=1e-12, pad_token_id=0, max_length=77, pooling="mean", lowercase=True,
+        ),
+        embed_dim=256,
+    )

@@ -94,6 +94,13 @@ register(RegistryEntry(
     tokenizer_files=("vocab.json", "merges.txt"),
 ))
 
+register(RegistryEntry(
+    name="flam-tiny",
+    description="small FLAM trained by flam on CC/GPL sound packages, bundled (works offline)",
+    builder=lambda: load_bundled_model("flam-tiny"),
+    licence="Apache-2.0 (text tower: all-MiniLM-L6-v2, Apache-2.0)",
+))
+
 DEFAULT_MODEL = "openflam-v1-base"
 
 
@@ -373,11 +380,34 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-BUNDLED_MODEL: str | None = None  # set when a trained model ships inside the package
+BUNDLED_MODEL = "flam-tiny"  # trained here, ships inside the package (models/flam-tiny/)
+
+
+def bundled_model_dir(name: str) -> Path | None:
+    """The folder of a model shipped with flam: in the installed package, or in a checkout."""
+    from importlib import resources
+
+    try:
+        folder = Path(str(resources.files("flamcli._bundled") / name))
+    except (ModuleNotFoundError, TypeError):
+        folder = None
+    if folder is None or not (folder / WEIGHTS_FILE).is_file():
+        folder = Path(__file__).resolve().parents[2] / "models" / name  # running from source
+    return folder if (folder / WEIGHTS_FILE).is_file() else None
 
 
 def bundled_model_name() -> str | None:
-    return BUNDLED_MODEL
+    """The bundled model's name when its weights are installed, else None."""
+    return BUNDLED_MODEL if bundled_model_dir(BUNDLED_MODEL) is not None else None
+
+
+def load_bundled_model(name: str = BUNDLED_MODEL) -> FlamModel:
+    folder = bundled_model_dir(name)
+    if folder is None:
+        raise ModelLoadError(f"the bundled model {name!r} is not installed with this copy of flam")
+    model = load_model_directory(folder)
+    model.info = ModelInfo(name=name, source="bundled with flam")
+    return model
 
 
 def choose_default_model(cache_dir=None) -> str:

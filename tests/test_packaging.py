@@ -1,0 +1,31 @@
+"""The wheel holds every subpackage and the bundled model folders."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_subpackage_is_listed():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "flamcli").rglob("__init__.py")}
+    assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
+
+
+def test_wheel_ships_the_model_folders(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    [wheel] = tmp_path.glob("flam-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for model in ("openflam-v1-base", "debug"):
+        assert f"flamcli/_bundled/{model}/config.json" in names
+        assert f"flamcli/_bundled/{model}/README.md" in names
+    for path in (ROOT / "models").glob("*/model.safetensors"):
+        assert f"flamcli/_bundled/{path.parent.name}/model.safetensors" in names
+    assert "flamcli/cli/app.py" in names and "flamcli/training/ring.py" in names
