@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from enum import IntEnum
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -100,6 +101,15 @@ DeviceOption = Annotated[
 ]
 ThreadsOption = Annotated[
     Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+]
+MedianFilterOption = Annotated[
+    int, typer.Option("--median-filter", min=1, help="Median filter length in frames (1 = off).")
+]
+CacheOption = Annotated[
+    Optional[Path], typer.Option(
+        "--cache", file_okay=False,
+        help="Keep frame embeddings here (by file content and model): later runs with other "
+             "queries on the same recordings skip the audio model.")
 ]
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Model windows per forward pass (across files).")

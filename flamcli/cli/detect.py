@@ -12,7 +12,7 @@ import typer
 
 from ..audio import AUDIO_EXTENSIONS
 from .app import app
-from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
+from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, VersionOption, configure_torch, progress_bar)
 
 
@@ -95,8 +95,7 @@ def detect(
     threshold: Annotated[Optional[list[str]], typer.Option(
         "-t", "--threshold", help="Calibrated probability threshold (default 0.5), or "
                                   "\"QUERY=VALUE\" for one query. Repeatable.")] = None,
-    median_filter: Annotated[int, typer.Option(
-        "--median-filter", min=1, help="Median filter length in frames (1 = off).")] = 3,
+    median_filter: MedianFilterOption = 3,
     min_duration: Annotated[float, typer.Option(
         "--min-duration", min=0.0, help="Drop events shorter than this (seconds).")] = 0.0,
     merge_gap: Annotated[float, typer.Option(
@@ -106,10 +105,7 @@ def detect(
     approximate: Annotated[bool, typer.Option(
         "--approximate", help="Use σ(α·cos) instead of the unbiased p/(p+σ(β)) probabilities.")] = False,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="With -o: skip the PNG plots.")] = False,
-    cache: Annotated[Optional[Path], typer.Option(
-        "--cache", file_okay=False,
-        help="Keep frame embeddings here (by file content and model): later runs with other "
-             "queries on the same recordings skip the audio model.")] = None,
+    cache: CacheOption = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
+from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
 from .detect import parse_thresholds, read_queries_file, split_audio_and_queries
 
@@ -59,12 +59,8 @@ def ground(
         "--min-duration", min=0.0, help="Shorter windows do not count as presence (seconds).")] = 0.5,
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", min=1, help="Report at most this many windows per query (most confident).")] = None,
-    median_filter: Annotated[int, typer.Option(
-        "--median-filter", min=1, help="Median filter length in frames (1 = off).")] = 3,
-    cache: Annotated[Optional[Path], typer.Option(
-        "--cache", file_okay=False,
-        help="Keep frame embeddings here (by file content and model): later queries about the "
-             "same recordings skip the audio model.")] = None,
+    median_filter: MedianFilterOption = 3,
+    cache: CacheOption = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
