@@ -14,16 +14,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FlamConfig
+from .linear import Linear
 from .htsat import HTSATEncoder
 from .text import TextEncoder, TextTokenizer
 
 
 def projection(inp: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inp, out), nn.ReLU(), nn.Linear(out, out))
+    return nn.Sequential(Linear(inp, out), nn.ReLU(), Linear(out, out))
 
 
 def text_head(hidden: int, init_bias: float) -> nn.Sequential:
-    head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+    head = nn.Sequential(Linear(hidden, hidden), nn.GELU(), Linear(hidden, 1))
     with torch.no_grad():  # the paper adds its init to PyTorch's default bias init (§3.6)
         head[2].bias.add_(init_bias)
     return head

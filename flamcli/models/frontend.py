@@ -21,12 +21,21 @@ from .config import AudioEncoderConfig, FrontendConfig
 
 def on_cpu(function):
     """Compute a fixed tensor on the CPU even while a model is built on the meta device (as
-    the loader does, to skip random init); loading the weights then replaces it."""
+    the loader does, to skip random init); loading the weights then replaces it.
+
+    Results are cached per arguments (a model has many blocks of one geometry, and every load
+    builds the model again) and each call returns fresh copies, so that no two buffers share
+    memory (safetensors refuses to save shared tensors).
+    """
+    cached = functools.lru_cache(maxsize=None)(function)
 
     @functools.wraps(function)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args):
         with torch.device("cpu"):
-            return function(*args, **kwargs)
+            result = cached(*args)
+        if isinstance(result, tuple):
+            return tuple(t.clone() for t in result)
+        return result.clone()
 
     return wrapper
 
@@ -43,17 +52,18 @@ def stft_kernels(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
     return real, imag
 
 
-@on_cpu
 def slaney_mel_matrix(config: FrontendConfig) -> torch.Tensor:
     """[n_freqs, n_mels] Slaney-scale, Slaney-normalised filterbank (librosa's default)."""
+    return _slaney_mel_matrix(config.n_fft // 2 + 1, config.f_min, config.f_max, config.n_mels,
+                              config.sample_rate)
+
+
+@on_cpu
+def _slaney_mel_matrix(n_freqs: int, f_min: float, f_max: float, n_mels: int,
+                       sample_rate: int) -> torch.Tensor:
     return torchaudio.functional.melscale_fbanks(
-        n_freqs=config.n_fft // 2 + 1,
-        f_min=config.f_min,
-        f_max=config.f_max,
-        n_mels=config.n_mels,
-        sample_rate=config.sample_rate,
-        norm="slaney",
-        mel_scale="slaney",
+        n_freqs=n_freqs, f_min=f_min, f_max=f_max, n_mels=n_mels, sample_rate=sample_rate,
+        norm="slaney", mel_scale="slaney",
     ).float()
 
 

@@ -15,16 +15,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TextEncoderConfig
+from .linear import Linear
+
+
+def embedding(count: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
+    """``nn.Embedding``, randomly initialised unless built on the meta device.
+
+    The loader builds the model on the meta device and then assigns the weights; there
+    nn.Embedding's own init would call ``normal_`` on a meta tensor, whose first call imports
+    torch._dynamo (about 2.5 s, most of a model load).
+    """
+    weight = torch.empty(count, dim)  # on the meta device inside ``with torch.device("meta")``
+    layer = nn.Embedding(count, dim, padding_idx=padding_idx, _weight=weight)
+    if not weight.is_meta:
+        layer.reset_parameters()
+    return layer
 
 
 class Embeddings(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         self.kind, self.pad_token_id = config.kind, config.pad_token_id
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size,
-                                            padding_idx=config.pad_token_id)
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.word_embeddings = embedding(config.vocab_size, config.hidden_size,
+                                         padding_idx=config.pad_token_id)
+        self.position_embeddings = embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = embedding(config.type_vocab_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -43,9 +58,9 @@ class SelfAttention(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         self.heads = config.num_heads
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query = Linear(config.hidden_size, config.hidden_size)
+        self.key = Linear(config.hidden_size, config.hidden_size)
+        self.value = Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -64,11 +79,11 @@ class DenseNorm(nn.Module):
 
     def __init__(self, inp: int, out: int, eps: float):
         super().__init__()
-        self.dense = nn.Linear(inp, out)
+        self.dense = Linear(inp, out)
         self.LayerNorm = nn.LayerNorm(out, eps=eps)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dense(x) + residual)
+        return self.LayerNorm(self.dense(x, residual=residual))
 
 
 class Attention(nn.Module):
@@ -84,10 +99,10 @@ class Attention(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = Linear(config.hidden_size, config.intermediate_size)
 
     def forward(self, x):
-        return F.gelu(self.dense(x))
+        return self.dense(x, activation="gelu")
 
 
 class Layer(nn.Module):
@@ -116,7 +131,7 @@ class Encoder(nn.Module):
 class Pooler(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden):
         return torch.tanh(self.dense(hidden[:, 0]))
