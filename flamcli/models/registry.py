@@ -197,6 +197,10 @@ def load_openflam_directory(directory: Path, checkpoint: Path) -> FlamModel:
 
 def build_from_state_dict(config: FlamConfig, tokenizer: TextTokenizer,
                           state: dict[str, torch.Tensor], info: ModelInfo) -> FlamModel:
+    # Weights may be stored in half precision to save space (flam-tiny's frozen text tower);
+    # flam computes in fp32, and assign=True would keep the stored dtype.
+    state = {name: tensor.float() if tensor.is_floating_point() else tensor
+             for name, tensor in state.items()}
     with torch.device("meta"):
         model = FlamModel(config, tokenizer)
     result = model.load_state_dict(state, strict=False, assign=True)
