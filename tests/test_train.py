@@ -331,3 +331,19 @@ def test_torchrun_two_processes(train_data, tmp_path):
     from flamcli.models.registry import load_model
 
     assert load_model(out).config.name == "debug"
+
+
+def test_validation_metrics_during_training(cli, train_data, tmp_path):
+    mix, _ = train_data
+    out = tmp_path / "validated"
+    result = cli("train", "--data", mix, "--output", out, "--config", "debug", "--max-steps", 2,
+                 "--batch-size", 2, "--device", "cpu", "--validation", mix, "--eval-every", 1)
+    assert result.exit_code == 0, result.stderr
+    rows = [json.loads(line) for line in (out / "validation.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= row["auroc"] <= 1.0 and 0.0 <= row["psds1"] <= 1.0
+    bad = cli("train", "--data", mix, "--output", tmp_path / "bad", "--config", "debug",
+              "--max-steps", 1, "--batch-size", 2, "--device", "cpu",
+              "--validation", tmp_path)
+    assert bad.exit_code == 3 and "--validation" in bad.stderr and "Traceback" not in bad.stderr

@@ -57,6 +57,12 @@ def train_command(
         "--checkpoint-every", min=1, help="Write a checkpoint every N steps.")] = 500,
     keep_checkpoints: Annotated[int, typer.Option(
         "--keep-checkpoints", min=1, help="Checkpoints kept on disk.")] = 2,
+    validation: Annotated[Optional[Path], typer.Option(
+        "--validation", file_okay=False,
+        help="A `flam synth sed` folder of held-out mixtures: PSDS1/2, AUROC, MPAUC and F1 "
+             "go to OUT/validation.jsonl.")] = None,
+    eval_every: Annotated[int, typer.Option(
+        "--eval-every", min=0, help="Validate every N steps (0: only at the end).")] = 0,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", help="`latest` (newest checkpoint in OUTPUT, if any) or a checkpoint "
                          "folder.")] = None,
@@ -103,7 +109,8 @@ def train_command(
         sed_weight=sed_weight, prior_weight=prior_weight, global_weight=global_weight,
         tag_rate=tag_rate, tags_manifest=str(tags) if tags else None,
         downsample_rate=downsample_rate, freeze_audio=freeze_audio, freeze_text=freeze_text,
-        compile=compile_, device=device, command=_command(ctx))
+        compile=compile_, device=device, command=_command(ctx),
+        validation=str(validation) if validation else None, eval_every=eval_every)
     if global_loss not in ("sigmoid", "infonce", "none"):
         log.error("--global-loss must be sigmoid, infonce or none")
         raise typer.Exit(ExitCode.USAGE)

@@ -9,6 +9,7 @@ Output folder::
 
     OUT/config.json, model.safetensors, tokenizer.json, README.md   a loadable flam model
     OUT/metrics.jsonl          one line per step: step, lr, loss and its parts, clips/s
+    OUT/validation.jsonl       with --validation: SED metrics (PSDS1/2, AUROC, MPAUC, F1) by step
     OUT/loss.png               the loss curves
     OUT/checkpoints/step-NNNNNNNN/{model.safetensors,trainer.pt}   every --checkpoint-every
     OUT/checkpoints/latest     the name of the newest complete checkpoint
@@ -67,6 +68,8 @@ class TrainConfig:
     compile: bool = False
     device: str = "auto"
     resume: str | None = None  # "latest" or a checkpoint folder
+    validation: str | None = None  # a `flam synth sed` folder scored every `eval_every` steps
+    eval_every: int = 0  # 0: only at the end (when validation is given)
     command: str = ""  # recorded in the model card
 
     def loss_config(self) -> LossConfig:
@@ -382,9 +385,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             dist.broadcast(tensor.data, src=0)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        if step == 0 and metrics.exists():
-            metrics.unlink()
-        _truncate_metrics(metrics, step)
+        for log_file in (metrics, out / "validation.jsonl"):  # back to the resumed step
+            if step == 0 and log_file.exists():
+                log_file.unlink()
+            _truncate_metrics(log_file, step)
     embed = torch.compile(model.embed_audio) if cfg.compile else None
 
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda"
@@ -443,6 +447,18 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             parts = " ".join(f"{k} {values[k]:.4f}" for k in keys if k != "loss")
             log(f"step {step}/{cfg.max_steps} loss {values['loss']:.4f} ({parts}) "
                 f"lr {lr:.2e} {per_step / elapsed:.1f} clips/s")
+            due = step == cfg.max_steps or (cfg.eval_every and step % cfg.eval_every == 0)
+            if cfg.validation and due:
+                from .validation import validate
+
+                try:
+                    scores = validate(model, cfg.validation)
+                except DataError as exc:
+                    raise TrainingError(str(exc)) from None
+                with open(out / "validation.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps({"step": step, **scores}) + "\n")
+                log(f"validation at step {step}: " + " ".join(
+                    f"{k} {v:.4f}" for k, v in scores.items() if v is not None))
         _barrier(d)
         if delay:
             time.sleep(delay)
