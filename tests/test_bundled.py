@@ -10,15 +10,17 @@ from flamcli.models.minilm import pack_bundle
 from flamcli.models.registry import load_model, load_model_directory, save_model
 
 
-def test_pack_stores_the_text_tower_in_fp16_and_loads_in_fp32(debug_model, tmp_path):
+def test_pack_puts_the_text_tower_apart_in_fp16_and_loads_in_fp32(debug_model, tmp_path):
     run = save_model(debug_model, tmp_path / "run")
     packed = pack_bundle(run, tmp_path / "bundle", card="# card\n")
+    with safe_open(str(packed / "text-tower.safetensors"), "pt") as weights:
+        text = {name: weights.get_tensor(name).dtype for name in weights.keys()}
     with safe_open(str(packed / "model.safetensors"), "pt") as weights:
-        dtypes = {name: weights.get_tensor(name).dtype for name in weights.keys()}
-    assert all(d == torch.float16 for n, d in dtypes.items()
-               if n.startswith("text_branch.") and "position_ids" not in n)
-    assert all(d == torch.float32 for n, d in dtypes.items()
-               if n.startswith("audio_branch.") and d.is_floating_point)
+        trained = {name: weights.get_tensor(name).dtype for name in weights.keys()}
+    assert text and all(n.startswith("text_branch.") for n in text)
+    assert all(d == torch.float16 for d in text.values() if d.is_floating_point)
+    assert trained and not any(n.startswith("text_branch.") for n in trained)
+    assert all(d == torch.float32 for d in trained.values() if d.is_floating_point)
     model = load_model_directory(packed)
     original = debug_model.state_dict()
     for name, tensor in model.state_dict().items():

@@ -26,6 +26,6 @@ def test_wheel_ships_the_model_folders(tmp_path):
     for model in ("openflam-v1-base", "debug"):
         assert f"flamcli/_bundled/{model}/config.json" in names
         assert f"flamcli/_bundled/{model}/README.md" in names
-    for path in (ROOT / "models").glob("*/model.safetensors"):
-        assert f"flamcli/_bundled/{path.parent.name}/model.safetensors" in names
+    for path in (ROOT / "models").glob("*/*.safetensors"):
+        assert f"flamcli/_bundled/{path.parent.name}/{path.name}" in names
     assert "flamcli/cli/app.py" in names and "flamcli/training/ring.py" in names

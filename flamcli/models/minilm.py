@@ -84,28 +84,33 @@ def build_flam_tiny_init(source: str | Path, seed: int = 0):
 
 
 def pack_bundle(run_dir: str | Path, output: str | Path, card: str) -> Path:
-    """A trained flam-tiny folder → the bundled form: text tower in fp16, the rest fp32.
+    """A trained flam-tiny folder → the bundled form.
 
-    The frozen MiniLM tower is 87 MiB in fp32 and 43 MiB in fp16; it is computed in fp32 after
-    loading (``build_from_state_dict`` upcasts), so only storage precision changes.
+    The frozen MiniLM tower goes to ``text-tower.safetensors`` in fp16 (43 MiB instead of 87;
+    it is computed in fp32 after loading) and never changes between retrainings; the trained
+    parts (audio tower, projections, heads) go to ``model.safetensors`` in fp32.
     """
     from safetensors.torch import save_file
 
     from ..io import atomic_path
-    from .registry import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, load_model_directory
+    from .registry import (CARD_FILE, CONFIG_FILE, TEXT_TOWER_FILE, WEIGHTS_FILE,
+                           load_model_directory)
     from .text import TextTokenizer
 
     run_dir, output = Path(run_dir), Path(output)
     model = load_model_directory(run_dir)
-    state = {}
+    trained, text_tower = {}, {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().contiguous().cpu()
-        if name.startswith("text_branch.") and tensor.is_floating_point():
-            tensor = tensor.half()
-        state[name] = tensor
+        if name.startswith("text_branch."):
+            text_tower[name] = tensor.half() if tensor.is_floating_point() else tensor
+        else:
+            trained[name] = tensor
     output.mkdir(parents=True, exist_ok=True)
-    with atomic_path(output / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "flam_config": model.config.name})
+    metadata = {"format": "pt", "flam_config": model.config.name}
+    for filename, state in ((WEIGHTS_FILE, trained), (TEXT_TOWER_FILE, text_tower)):
+        with atomic_path(output / filename) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
     for name in (CONFIG_FILE, TextTokenizer.FILE):
         with atomic_path(output / name) as tmp:
             tmp.write_bytes((run_dir / name).read_bytes())

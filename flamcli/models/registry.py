@@ -29,6 +29,9 @@ logger = logging.getLogger("flamcli")
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# A frozen text tower may live in its own file beside the weights (flam-tiny's MiniLM): it
+# never changes between retrainings, so a repository stores it once.
+TEXT_TOWER_FILE = "text-tower.safetensors"
 CARD_FILE = "README.md"
 
 
@@ -171,7 +174,10 @@ def load_model_directory(directory: Path, info: ModelInfo | None = None,
         weights = next((p for p in candidates if p.is_file()), candidates[0])
     if not weights.is_file():
         raise ModelLoadError(f"{directory} has no weights file {weights.name}")
-    return build_from_state_dict(config, tokenizer, read_state_dict(weights),
+    state = read_state_dict(weights)
+    if (directory / TEXT_TOWER_FILE).is_file():
+        state.update(read_state_dict(directory / TEXT_TOWER_FILE))
+    return build_from_state_dict(config, tokenizer, state,
                                  info or ModelInfo(name=config.name, source=str(directory)))
 
 
