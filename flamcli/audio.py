@@ -153,6 +153,26 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
 
 
 # ---------------------------------------------------------------------------------------------
+# Resampling whole clips
+
+_RESAMPLERS: dict[tuple[int, int], object] = {}
+
+
+def resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
+    """Resample a whole clip (float32 mono), building the sinc kernel once per rate pair."""
+    import torch
+    import torchaudio.transforms as T
+
+    if orig == new or not len(audio):
+        return audio
+    resampler = _RESAMPLERS.get((orig, new))
+    if resampler is None:
+        resampler = _RESAMPLERS[(orig, new)] = T.Resample(orig, new)
+    with torch.no_grad():
+        return resampler(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
+
+
+# ---------------------------------------------------------------------------------------------
 # Streaming
 
 

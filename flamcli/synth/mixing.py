@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..audio import AudioError, read_blocks
+from ..audio import AudioError, read_blocks, resample
 from ..events import find_runs
 from .corpus import Clip, CorpusError, Skipped, content_words
 from .recipe import GroundRecipe, Recipe, RecipeError, SedRecipe
@@ -159,23 +159,6 @@ class AudioBank:
 
 # Bump when decoding or resampling changes, so stale cached clips are never used.
 DECODE_VERSION = 1
-_RESAMPLERS: dict[tuple[int, int], object] = {}
-
-
-def _resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
-    """Whole-clip resampling with the kernel built once per rate pair."""
-    import torch
-    import torchaudio.transforms as T
-
-    if orig == new or not len(audio):
-        return audio
-    resampler = _RESAMPLERS.get((orig, new))
-    if resampler is None:
-        resampler = _RESAMPLERS[(orig, new)] = T.Resample(orig, new)
-    with torch.no_grad():
-        return resampler(torch.from_numpy(audio)).numpy()
-
-
 def _decoded(clip: Clip, sample_rate: int, use_cache: bool) -> np.ndarray:
     """Mono float32 at ``sample_rate``; from the cache when this clip was decoded before."""
     import soundfile as sf
@@ -195,7 +178,7 @@ def _decoded(clip: Clip, sample_rate: int, use_cache: bool) -> np.ndarray:
     rate = sf.info(str(clip.path)).samplerate
     blocks = list(read_blocks(_path(clip)))
     audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
-    audio = np.ascontiguousarray(_resample(audio, rate, sample_rate), dtype=np.float32)
+    audio = np.ascontiguousarray(resample(audio, rate, sample_rate), dtype=np.float32)
     if cached is not None:
         try:
             with atomic_path(cached) as tmp:

@@ -9,11 +9,12 @@ an uninterrupted run would have seen, whatever the world size of each rank's sli
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..audio import resample
 
 
 class DataError(Exception):
@@ -36,15 +37,6 @@ class Augment:
     downsample_rate: float = 0.3  # audio goes down to a lower rate and back
     # Target rates as fractions of the model rate: 16 and 32 kHz of FLAM's 48 kHz.
     downsample_fractions: tuple[float, ...] = (1 / 3, 2 / 3)
-
-
-def _resample(audio: np.ndarray, orig: int, new: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    if orig == new:
-        return audio
-    g = math.gcd(orig, new)
-    return resample_poly(audio, new // g, orig // g).astype(np.float32)
 
 
 def fit_window(audio: np.ndarray, samples: int) -> np.ndarray:
@@ -92,7 +84,7 @@ class TrainingData:
         if aug.downsample_rate > 0 and rng.random() < aug.downsample_rate:
             fraction = aug.downsample_fractions[int(rng.integers(len(aug.downsample_fractions)))]
             low = max(1000, int(round(self.sample_rate * fraction / 100)) * 100)
-            ex.audio = fit_window(_resample(_resample(ex.audio, self.sample_rate, low), low,
+            ex.audio = fit_window(resample(resample(ex.audio, self.sample_rate, low), low,
                                             self.sample_rate), self.samples)
         return ex
 
@@ -151,7 +143,7 @@ class FolderData(TrainingData):
             audio, rate = sf.read(str(audio_path), dtype="float32", always_2d=True)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a data error
             raise DataError(f"{audio_path}: cannot read audio: {exc}") from None
-        audio = _resample(audio.mean(axis=1), rate, self.sample_rate)
+        audio = resample(audio.mean(axis=1), rate, self.sample_rate)
         return Example(fit_window(audio, self.samples), clip_labels(labels, self.window_seconds),
                        negatives, meta_path.stem)
 
@@ -185,7 +177,7 @@ class SynthData(TrainingData):
 
         item = next(iter(SynthDataset(self.bank, self.recipe, seed=self.seed, count=1,
                                       start=index)))
-        audio = _resample(item["audio"].numpy(), self.recipe.sample_rate, self.sample_rate)
+        audio = resample(item["audio"].numpy(), self.recipe.sample_rate, self.sample_rate)
         return Example(fit_window(audio, self.samples),
                        clip_labels(item["labels"], self.window_seconds),
                        list(item["negatives"]), item["id"])
