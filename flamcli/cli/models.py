@@ -15,16 +15,25 @@ def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list on stdout.")] = False,
 ) -> None:
     """List the models --model accepts by name (directories and files work too)."""
-    from ..models.registry import list_models
+    from ..models.registry import BUNDLED_MODEL, bundled_model_dir, list_models
 
     entries = list_models()
+
+    def source_of(e) -> str:
+        if e.repo_id:
+            return f"hf://{e.repo_id}@{e.revision[:10]}"
+        if e.name == BUNDLED_MODEL:
+            return "bundled" if bundled_model_dir(e.name) else "bundled (not in this version)"
+        return "built-in"
+
     if as_json:
         typer.echo(json.dumps([
-            {"name": e.name, "description": e.description, "repo_id": e.repo_id,
-             "revision": e.revision, "licence": e.licence} for e in entries
+            {"name": e.name, "description": e.description, "source": source_of(e),
+             "repo_id": e.repo_id, "revision": e.revision, "licence": e.licence}
+            for e in entries
         ], indent=2))
         return
     for e in entries:
-        source = f"hf://{e.repo_id}@{e.revision[:10]}" if e.repo_id else "built-in"
+        source = source_of(e)
         licence = f"  [{e.licence}]" if e.licence else ""
         typer.echo(f"{e.name}\t{source}\t{e.description}{licence}")

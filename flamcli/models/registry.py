@@ -99,7 +99,8 @@ register(RegistryEntry(
 
 register(RegistryEntry(
     name="flam-tiny",
-    description="small FLAM trained by flam on CC/GPL sound packages, bundled (works offline)",
+    description="small FLAM trained by flam on CC/GPL sound packages, shipped inside flam "
+                "for offline use",
     builder=lambda: load_bundled_model("flam-tiny"),
     licence="Apache-2.0 (text tower: all-MiniLM-L6-v2, Apache-2.0)",
 ))
