@@ -38,6 +38,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshot import snapshot_code  # noqa: E402  (bench/ is not a package)
+
 SAMPLE_RATE = 44_100
 CHANNELS = 2
 BLOCK_SECONDS = 10
@@ -278,35 +281,6 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform(),
             "date": _dt.date.today().isoformat()}
-
-
-def snapshot_code(audio_dir: Path) -> tuple[str, dict]:
-    """Copy flamcli/ aside so that edits made during a long run cannot change or break it."""
-    import hashlib
-    import shutil
-
-    repo = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256()
-    for f in sorted((repo / "flamcli").rglob("*.py")):
-        digest.update(f.relative_to(repo).as_posix().encode() + b"\0" + f.read_bytes())
-    code = audio_dir / f"code-{digest.hexdigest()[:12]}"
-    if not code.exists():
-        tmp = audio_dir / f"{code.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(repo / "flamcli", tmp / "flamcli",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        tmp.rename(code)
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except Exception:
-            return None
-
-    dirty = git("status", "--porcelain", "--", "flamcli")
-    return str(code), {"git_head": git("rev-parse", "--short", "HEAD"),
-                       "flamcli_dirty": bool(dirty), "flamcli_sha256_12": digest.hexdigest()[:12]}
 
 
 def main(argv=None) -> int:

@@ -51,6 +51,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshot import snapshot_code  # noqa: E402  (bench/ is not a package)
 CLIP_SAMPLES = 480_000  # 10 s at 48 kHz, the only input upstream accepts
 N_CLIPS = 8
 STATE_SEED = 0
@@ -497,33 +500,6 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "avx512f": "avx512f" in flags,
             "python": platform.python_version(), "torch": torch.__version__,
             "platform": platform.platform(), "date": _dt.date.today().isoformat()}
-
-
-def snapshot_code(work: Path) -> tuple[str, dict]:
-    """Copy flamcli/ aside so that edits made during the run cannot change or break it."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for f in sorted((REPO / "flamcli").rglob("*.py")):
-        digest.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
-    code = work / f"code-{digest.hexdigest()[:12]}"
-    if not code.exists():
-        tmp = work / f"{code.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(REPO / "flamcli", tmp / "flamcli",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        tmp.rename(code)
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except Exception:
-            return None
-
-    dirty = git("status", "--porcelain", "--", "flamcli")
-    return str(code), {"git_head": git("rev-parse", "--short", "HEAD"),
-                       "flamcli_dirty": bool(dirty), "flamcli_sha256_12": digest.hexdigest()[:12]}
 
 
 def main(argv=None) -> int:

@@ -58,6 +58,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from snapshot import snapshot_code  # noqa: E402  (bench/ is not a package)
 SAMPLE_RATE = 48_000
 FRAMES = 10 * SAMPLE_RATE
 TARGET_RATIO = 5.0
@@ -189,32 +192,6 @@ def corpus_summary(manifest: Path) -> dict:
 
 
 # -- runs -----------------------------------------------------------------------------------------
-def snapshot_code(scratch: Path) -> tuple[str, dict]:
-    """Copy flamcli/ aside so that edits made during the run cannot change or break it."""
-    digest = hashlib.sha256()
-    for f in sorted((REPO / "flamcli").rglob("*")):
-        if f.is_file() and "__pycache__" not in f.parts:
-            digest.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
-    code = scratch / f"code-{digest.hexdigest()[:12]}"
-    if not code.exists():
-        tmp = scratch / f"{code.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(REPO / "flamcli", tmp / "flamcli",
-                        ignore=shutil.ignore_patterns("__pycache__"))
-        tmp.rename(code)
-
-    def git(*a):
-        try:
-            return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except Exception:
-            return None
-
-    return str(code), {"git_head": git("rev-parse", "--short", "HEAD"),
-                       "flamcli_dirty": bool(git("status", "--porcelain", "--", "flamcli")),
-                       "flamcli_sha256_12": digest.hexdigest()[:12]}
-
-
 def check_wavs(files: list[Path], n: int) -> dict:
     import soundfile as sf
 

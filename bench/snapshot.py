@@ -1,0 +1,39 @@
+"""Shared by the bench scripts: run a benchmark on a frozen copy of flamcli/."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snapshot_code(scratch: Path) -> tuple[str, dict]:
+    """Copy flamcli/ aside so that edits made during a long run cannot change or break it.
+
+    Returns the folder to put on PYTHONPATH and provenance (git head, dirty flag, content hash).
+    """
+    digest = hashlib.sha256()
+    for f in sorted((REPO / "flamcli").rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            digest.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
+    code = Path(scratch) / f"code-{digest.hexdigest()[:12]}"
+    if not code.exists():
+        tmp = Path(scratch) / f"{code.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(REPO / "flamcli", tmp / "flamcli",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        tmp.rename(code)
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                                  text=True, check=True).stdout.strip()
+        except Exception:
+            return None
+
+    return str(code), {"git_head": git("rev-parse", "--short", "HEAD"),
+                       "flamcli_dirty": bool(git("status", "--porcelain", "--", "flamcli")),
+                       "flamcli_sha256_12": digest.hexdigest()[:12]}
