@@ -38,6 +38,20 @@ def split_audio_and_queries(arguments: list[str]) -> tuple[list[str], list[str]]
     return audio, rest
 
 
+def gather_arguments(log: Log, arguments: list[str], query: list[str] | None,
+                     queries_file: Path | None) -> tuple[list[str], list[str]]:
+    """(audio arguments, raw queries) from positional arguments, -q and --queries FILE."""
+    audio_args, positional = split_audio_and_queries(arguments)
+    raw_queries = positional + list(query or [])
+    if queries_file is not None:
+        try:
+            raw_queries += read_queries_file(queries_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error(f"--queries {queries_file}: cannot read ({exc.__class__.__name__})")
+            raise typer.Exit(ExitCode.USAGE)
+    return audio_args, raw_queries
+
+
 def read_queries_file(path: Path) -> list[str]:
     """One query per line; blank lines and lines starting with # are skipped."""
     text = path.read_text(encoding="utf-8")
@@ -126,14 +140,7 @@ def detect(
     """
     log = Log(quiet)
     log.attach()
-    audio_args, positional_queries = split_audio_and_queries(arguments)
-    all_queries = positional_queries + list(query or [])
-    if queries_file is not None:
-        try:
-            all_queries += read_queries_file(queries_file)
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error(f"--queries {queries_file}: cannot read ({exc.__class__.__name__})")
-            raise typer.Exit(ExitCode.USAGE)
+    audio_args, all_queries = gather_arguments(log, arguments, query, queries_file)
     exit_code = _run(log, audio_args, all_queries, fmt, output_dir, threshold or [], median_filter,
                      min_duration, merge_gap, overlap, approximate, no_plot, model, revision,
                      device, batch_size, threads, quiet, cache)

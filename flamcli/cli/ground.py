@@ -13,7 +13,7 @@ import typer
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
-from .detect import parse_thresholds, read_queries_file, split_audio_and_queries
+from .detect import gather_arguments, parse_thresholds
 
 
 class GroundFormat(str, Enum):
@@ -86,14 +86,7 @@ def ground(
 
     log = Log(quiet)
     log.attach()
-    audio_args, positional = split_audio_and_queries(arguments)
-    raw_queries = positional + list(query or [])
-    if queries_file is not None:
-        try:
-            raw_queries += read_queries_file(queries_file)
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error(f"--queries {queries_file}: cannot read ({exc.__class__.__name__})")
-            raise typer.Exit(ExitCode.USAGE)
+    audio_args, raw_queries = gather_arguments(log, arguments, query, queries_file)
     queries, warnings, errors = clean_queries(raw_queries)
     for message in warnings:
         log.warning(message)
