@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from snapshot import snapshot_code  # noqa: E402  (bench/ is not a package)
+from benchlib import cpu_info, snapshot_code  # noqa: E402  (bench/ is not a package)
 
 SAMPLE_RATE = 44_100
 CHANNELS = 2
@@ -270,14 +270,7 @@ def label_for(seconds: float) -> str:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, _ = cpu_info()
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "platform": platform.platform(),
             "date": _dt.date.today().isoformat()}

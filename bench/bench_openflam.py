@@ -53,23 +53,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from snapshot import snapshot_code  # noqa: E402  (bench/ is not a package)
+from benchlib import cpu_info, snapshot_code  # noqa: E402
+from bench_detect import QUERIES as DETECT_QUERIES  # noqa: E402  (bench/ is not a package)
 CLIP_SAMPLES = 480_000  # 10 s at 48 kHz, the only input upstream accepts
 N_CLIPS = 8
 STATE_SEED = 0
 
-QUERIES = [
-    "dog barks",
-    "a car horn honks",
-    "a person speaking",
-    "glass breaking",
-    "a baby crying",
-    "footsteps on a wooden floor",
-    "rain falling on a roof",
-    "a door slams shut",
-    "an alarm clock ringing",
-    "birds chirping",
-]
+QUERIES = DETECT_QUERIES[:10]  # the detect benchmark's first ten
 
 
 # -- helpers shared with upstream_side.py (stdlib at import time; torch imported lazily) --------
@@ -486,17 +476,7 @@ def markdown(results: dict) -> str:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor()
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
+    cpu, flags = cpu_info()
     return {"cpu": cpu, "cores": os.cpu_count(), "avx512f": "avx512f" in flags,
             "python": platform.python_version(), "torch": torch.__version__,
             "platform": platform.platform(), "date": _dt.date.today().isoformat()}

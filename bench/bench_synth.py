@@ -60,7 +60,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from snapshot import snapshot_code  # noqa: E402  (bench/ is not a package)
+from benchlib import cpu_info, snapshot_code  # noqa: E402  (bench/ is not a package)
 SAMPLE_RATE = 48_000
 FRAMES = 10 * SAMPLE_RATE
 TARGET_RATIO = 5.0
@@ -361,14 +361,7 @@ def table(rows: list[dict], n: int, repeats: int) -> str:
 
 
 def machine(scaper_python: str) -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu, _ = cpu_info()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

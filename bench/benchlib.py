@@ -1,13 +1,29 @@
-"""Shared by the bench scripts: run a benchmark on a frozen copy of flamcli/."""
+"""Shared by the bench scripts: the machine they ran on, and a frozen copy of flamcli/."""
 
 from __future__ import annotations
 
 import hashlib
+import platform
 import shutil
 import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_info() -> tuple[str, str]:
+    """(CPU model name, its flags line) from /proc/cpuinfo; platform's name elsewhere."""
+    name, flags = platform.processor(), ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and name == platform.processor():
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    return name, flags
 
 
 def snapshot_code(scratch: Path) -> tuple[str, dict]:
