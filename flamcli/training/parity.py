@@ -95,6 +95,9 @@ def _worker(rank: int, world: int, port: int, global_loss: str, result_path: str
             if global_loss == "sigmoid":
                 grads["loss.global_bias"] = loss_fn.global_bias.grad.clone()
             torch.save({"loss": total, "grads": grads}, result_path)
+        # Leave together: a rank tearing gloo down while a peer is still finishing its last
+        # exchange made that peer abort (SIGABRT, seen once in a full suite run).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
