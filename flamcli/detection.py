@@ -11,12 +11,11 @@ import numpy as np
 import torch
 
 from .audio import AudioError, AudioInput, expand_inputs, probe
-from .events import Event, median_filter, scores_to_events
+from .events import (DEFAULT_MEDIAN_FILTER, DEFAULT_THRESHOLD, Event, median_filter,
+                     scores_to_events)
 from .inference import Spectrogram, WindowPlan, score_files
 from .models.flam import FlamModel, ModelInfo
 
-DEFAULT_THRESHOLD = 0.5  # the calibrated boundary: cosine > 0 (FLAM §3.2)
-DEFAULT_MEDIAN_FILTER = 3  # frames, as in FLAM's evaluation (§5.2)
 
 
 @dataclass

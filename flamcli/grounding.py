@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from .detection import (DEFAULT_MEDIAN_FILTER, DEFAULT_THRESHOLD, FileResult, Progress,
-                        iter_detect)
+from .detection import FileResult, Progress, iter_detect
+from .events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_GROUND_THRESHOLD, DEFAULT_MIN_DURATION
 from .models.flam import FlamModel, ModelInfo
 
-# Windows shorter than this are not evidence of presence (about two FLAM frames).
-DEFAULT_MIN_DURATION = 0.5
 
 
 @dataclass
@@ -56,10 +54,10 @@ def iter_ground(
     audio,
     queries: Sequence[str],
     *,
-    threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD,
+    threshold: float | Mapping[str, float] = DEFAULT_GROUND_THRESHOLD,
     min_duration: float = DEFAULT_MIN_DURATION,
     top_k: int | None = None,
-    median_filter_frames: int = DEFAULT_MEDIAN_FILTER,
+    median_filter_frames: int = DEFAULT_GROUND_MEDIAN_FILTER,
     merge_gap: float = 0.0,
     batch_size: int = 8,
     cache_dir: str | os.PathLike | None = None,

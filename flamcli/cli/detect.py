@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..audio import AUDIO_EXTENSIONS
+from ..events import DEFAULT_THRESHOLD
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, VersionOption, configure_torch, progress_bar)
@@ -58,9 +59,10 @@ def read_queries_file(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def parse_thresholds(values: list[str]) -> float | dict[str, float]:
+def parse_thresholds(values: list[str], default: float = DEFAULT_THRESHOLD
+                     ) -> float | dict[str, float]:
     """``0.6`` sets the default; ``"dog barks=0.7"`` sets one query's threshold."""
-    default, per_query = 0.5, {}
+    per_query = {}
     for value in values:
         name, sep, number = value.rpartition("=")
         try:

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_GROUND_THRESHOLD, DEFAULT_MIN_DURATION
 from .app import app
 from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
@@ -283,11 +284,15 @@ def ground_command(
     audio: AudioOption = None,
     durations: Annotated[Optional[Path], typer.Option(
         "-d", "--durations", help="TSV filename duration, to clip intervals to each file.")] = None,
-    threshold: ThresholdOption = 0.5,
+    threshold: ThresholdOption = DEFAULT_GROUND_THRESHOLD,
+    min_duration: Annotated[float, typer.Option(
+        "--min-duration", min=0.0, help="With --audio: shorter windows do not count as presence "
+                                        "(seconds), as in flam ground.")] = DEFAULT_MIN_DURATION,
     iou_threshold: Annotated[float, typer.Option(
         "--iou-threshold", min=0.0, max=1.0, help="IoU needed for a joint-F1 true positive.")] = 0.5,
     median_filter: Annotated[int, typer.Option(
-        "--median-filter", min=1, help="With --audio: median filter in frames.")] = 3,
+        "--median-filter", min=1, help="With --audio: median filter in frames.")
+    ] = DEFAULT_GROUND_MEDIAN_FILTER,
     output: OutputOption = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
@@ -299,8 +304,8 @@ def ground_command(
     """Temporal grounding: set-IoU, mIoU, R1@0.3/0.5/0.7, presence accuracy, joint F1.
 
     Negatives (rows with empty annotations) count for presence accuracy and joint F1 only.
-    With --audio the model answers each row: present = any event above --threshold, windows =
-    the detected events.
+    With --audio the model answers each row as flam ground does (same defaults): present = a
+    window above --threshold lasting at least --min-duration, windows = those windows.
 
     [bold]Examples[/bold]
 
@@ -342,7 +347,8 @@ def ground_command(
             source = str(predictions)
         else:
             predicted, lengths = _ground_with_model(truth, audio, lengths, threshold,
-                                                    median_filter, model, revision, device,
+                                                    min_duration, median_filter, model,
+                                                    revision, device,
                                                     batch_size, threads, quiet, log, meta)
             source = f"{audio} (model run)"
         report = evaluate_grounding(truth, predicted, durations=lengths,
@@ -359,8 +365,8 @@ def ground_command(
     _run(body)
 
 
-def _ground_with_model(truth, audio, lengths, threshold, median_filter, model_name, revision,
-                       device, batch_size, threads, quiet, log, meta):
+def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_filter, model_name,
+                       revision, device, batch_size, threads, quiet, log, meta):
     """Answer every row with flam ground's library call (the same answers as ``flam ground
     -f json``): present = a window above the threshold, windows = its intervals."""
     from ..evaluation.retrieval import resolve_audio
@@ -372,7 +378,8 @@ def _ground_with_model(truth, audio, lengths, threshold, median_filter, model_na
     unique = list(dict.fromkeys(paths.values()))
     by_path, failed = {}, False
     for result in iter_ground(loaded, [str(p) for p in unique], captions, threshold=threshold,
-                              median_filter_frames=median_filter, batch_size=batch_size):
+                              min_duration=min_duration, median_filter_frames=median_filter,
+                              batch_size=batch_size):
         if not result.ok:
             log.error(f"{result.file}: {result.error}")
             failed = True
@@ -391,7 +398,7 @@ def _ground_with_model(truth, audio, lengths, threshold, median_filter, model_na
                           "present": bool(answer.present), "score": answer.presence})
         lengths.setdefault(row["audio_path"], result.duration)
     meta.update(audio=str(audio), model=loaded.info.as_dict(), threshold=threshold,
-                median_filter=median_filter)
+                min_duration=min_duration, median_filter=median_filter)
     return predicted, lengths
 
 

@@ -13,6 +13,7 @@ import typer
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
+from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_GROUND_THRESHOLD, DEFAULT_MIN_DURATION
 from .detect import gather_arguments, parse_thresholds
 
 
@@ -53,13 +54,15 @@ def ground(
     fmt: Annotated[GroundFormat, typer.Option(
         "-f", "--format", help="text (one line per query), json, jsonl or tsv.")] = GroundFormat.text,
     threshold: Annotated[Optional[list[str]], typer.Option(
-        "-t", "--threshold", help="Calibrated probability boundary (default 0.5), or "
-                                  "\"QUERY=VALUE\". Repeatable.")] = None,
+        "-t", "--threshold", help=f"Calibrated probability boundary (default "
+                                  f"{DEFAULT_GROUND_THRESHOLD:g}), or \"QUERY=VALUE\". Repeatable."
+                             )] = None,
     min_duration: Annotated[float, typer.Option(
-        "--min-duration", min=0.0, help="Shorter windows do not count as presence (seconds).")] = 0.5,
+        "--min-duration", min=0.0,
+        help="Shorter windows do not count as presence (seconds).")] = DEFAULT_MIN_DURATION,
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", min=1, help="Report at most this many windows per query (most confident).")] = None,
-    median_filter: MedianFilterOption = 3,
+    median_filter: MedianFilterOption = DEFAULT_GROUND_MEDIAN_FILTER,
     cache: CacheOption = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
@@ -97,7 +100,7 @@ def ground(
             log.error("no query given: e.g. flam ground clip.wav \"dog barks\"")
         raise typer.Exit(ExitCode.USAGE)
     try:
-        thresholds = parse_thresholds(threshold or [])
+        thresholds = parse_thresholds(threshold or [], default=DEFAULT_GROUND_THRESHOLD)
         resolve_thresholds(queries, thresholds)
     except (typer.BadParameter, QueryError) as exc:
         log.error(f"--threshold: {exc}")

@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import FlamConfig
 from .linear import Linear
+from .cnn import CNNEncoder
 from .htsat import HTSATEncoder
 from .text import TextEncoder, TextTokenizer
 
@@ -91,7 +92,8 @@ class FlamModel(nn.Module):
         self.logit_scale_a = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         # Global SED scale exp(0) = 1, frozen, as in the published model.
         self.aed_logit_scale = nn.Parameter(torch.tensor(0.0), requires_grad=False)
-        self.audio_branch = HTSATEncoder(config.frontend, config.audio)
+        tower = CNNEncoder if config.audio.kind == "cnn" else HTSATEncoder
+        self.audio_branch = tower(config.frontend, config.audio)
         self.audio_projection = projection(config.audio.out_dim, config.embed_dim)
         self.text_branch = TextEncoder(config.text)
         self.text_projection = projection(hidden, config.embed_dim)
