@@ -7,7 +7,8 @@ only the ``detect()`` call is timed; text encoding is part of it, as it is part 
 
 Models are random-weight builds of the real architectures — timing does not depend on weights:
 ``base``  = OpenFLAM-v1-base shape (HTSAT-base + RoBERTa-base, 48 kHz, ~197 M parameters);
-``debug`` = the tiny built-in debug model (16 kHz).
+``debug`` = the tiny built-in debug model (16 kHz);
+``tiny``  = flam-tiny, the bundled model (CNN audio tower + MiniLM, 16 kHz).
 
 Sections (``--sections``):
   throughput  every model × thread count on the long file (default 1 h, 44.1 kHz stereo WAV)
@@ -136,6 +137,21 @@ def build_model(name: str):
         from flamcli.models.registry import build_debug_model
 
         model = build_debug_model()
+    elif name == "tiny":
+        # The bundled flam-tiny when installed; else its architecture with random weights
+        # (timing does not depend on the weights).
+        from flamcli.models.registry import bundled_model_dir, load_model
+
+        if bundled_model_dir("flam-tiny") is not None:
+            model = load_model("flam-tiny", device="cpu")
+        else:
+            from flamcli.models.config import flam_tiny_config
+            from flamcli.models.flam import FlamModel
+            from flamcli.models.text import TextTokenizer, byte_tokenizer
+
+            torch.manual_seed(0)
+            cfg = flam_tiny_config()
+            model = FlamModel(cfg, TextTokenizer(byte_tokenizer(), cfg.text)).eval()
     else:
         raise SystemExit(f"unknown model {name!r}")
     return model
@@ -286,7 +302,7 @@ def main(argv=None) -> int:
                     help="short file for the RSS comparison (default 1)")
     ap.add_argument("--query-minutes", type=float, default=10.0,
                     help="file for the 1-vs-20-query comparison (default 10)")
-    ap.add_argument("--models", default="base,debug", help="comma list of base, debug")
+    ap.add_argument("--models", default="base,debug", help="comma list of base, debug, tiny")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
     ap.add_argument("--query-threads", type=int, default=1,
                     help="thread count for the query comparison (default 1)")

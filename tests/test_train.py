@@ -74,6 +74,21 @@ def test_sed_loss_by_hand():
     assert inputs.alpha.grad[2] == 0  # padding slot
 
 
+def test_unlabelled_matches_are_left_out_not_negative():
+    inputs = tiny_inputs()
+    # "y" fits the clip (say, a tag of its event) without labelling it: its pairs drop out of
+    # the SED sum and of the pair count; the clip's own label "x" is never dropped.
+    inputs.slots = build_text_slots([{"x": [[0.0, 1.0]]}], [["y"]], n_frames=2, duration=2.0,
+                                    capacity=3, unlabelled=[["Y", "x"]])
+    assert inputs.slots.unlabelled_ids.tolist() == [[text_id("y")]]
+    loss = FlamLoss(LossConfig(global_loss="none", sed_weight=1.0, prior_weight=0.0))
+    out = loss(inputs, torch.tensor(0.0))
+    expected = (bce(10 - 8, 1) + bce(-8, 0)) / (1 * 2)
+    assert out.parts["sed"].item() == pytest.approx(expected, rel=1e-5)  # fp32 sums
+    out.total.backward()
+    assert inputs.alpha.grad[1] == 0 and inputs.alpha.grad[0] != 0
+
+
 def test_prior_loss_by_hand_trains_only_beta():
     inputs = tiny_inputs()
     loss = FlamLoss(LossConfig(global_loss="none", sed_weight=0.0, prior_weight=1.0))
@@ -236,6 +251,11 @@ def test_augmentations_are_deterministic_and_configurable(train_data):
     assert not (a.audio == c.audio).all()  # down-and-up resampled
     tags = {"animals", "bells", "vehicles"}  # folder names are the tags of build_corpus
     assert set(a.labels) <= tags and set(c.labels).isdisjoint(tags)
+    # What fits the clip without labelling it: the replaced captions (with tag_rate 1) and
+    # the tags (without replacement); never its own labels.
+    assert a.unlabelled and set(a.unlabelled).isdisjoint(a.labels)
+    assert set(a.unlabelled) & set(c.labels) and set(c.unlabelled) & tags
+    assert set(c.unlabelled).isdisjoint(c.labels)
 
 
 def test_bad_data_is_a_clear_error(cli, train_data, tmp_path):

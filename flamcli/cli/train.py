@@ -74,6 +74,10 @@ def train_command(
     tag_rate: Annotated[float, typer.Option(
         "--tag-rate", min=0.0, max=1.0,
         help="Probability of replacing a caption by one of its clip's tags.")] = 0.5,
+    tag_matches: Annotated[str, typer.Option(
+        "--tag-matches", help="mask: a tag or caption that fits a clip without labelling it "
+                              "is not a negative for that clip; negative: the paper's rule "
+                              "(every unlabelled description is negative).")] = "mask",
     tags: Annotated[Optional[Path], typer.Option(
         "--tags", help="Manifest giving each caption's tags (automatic for a manifest --data).")
     ] = None,
@@ -107,10 +111,13 @@ def train_command(
         warmup_steps=warmup_steps, seed=seed, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, resume=resume, global_loss=global_loss,
         sed_weight=sed_weight, prior_weight=prior_weight, global_weight=global_weight,
-        tag_rate=tag_rate, tags_manifest=str(tags) if tags else None,
+        tag_rate=tag_rate, tag_matches=tag_matches, tags_manifest=str(tags) if tags else None,
         downsample_rate=downsample_rate, freeze_audio=freeze_audio, freeze_text=freeze_text,
         compile=compile_, device=device, command=_command(ctx),
         validation=str(validation) if validation else None, eval_every=eval_every)
+    if tag_matches not in ("mask", "negative"):
+        log.error("--tag-matches must be mask or negative")
+        raise typer.Exit(ExitCode.USAGE)
     if global_loss not in ("sigmoid", "infonce", "none"):
         log.error("--global-loss must be sigmoid, infonce or none")
         raise typer.Exit(ExitCode.USAGE)

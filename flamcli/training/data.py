@@ -27,6 +27,9 @@ class Example:
     labels: dict[str, list[list[float]]]  # description → [[onset, offset], …] seconds
     negatives: list[str] = field(default_factory=list)
     id: str = ""
+    # Descriptions that fit the clip but are not its labels (its events' tags and replaced
+    # captions): not negatives for it (see build_text_slots).
+    unlabelled: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class TrainingData:
         ex = self.raw(index)
         rng = np.random.default_rng([self.seed, 7919, index])
         aug = self.augment
+        fitting = {tag for text in ex.labels for tag in [text, *(self.tags.get(text) or [])]}
         if aug.tag_rate > 0 and self.tags:
             labels: dict[str, list] = {}
             for text, intervals in ex.labels.items():
@@ -81,6 +85,7 @@ class TrainingData:
                     text = tags[int(rng.integers(len(tags)))]
                 labels.setdefault(text, []).extend(intervals)
             ex.labels = labels
+        ex.unlabelled = sorted(fitting - set(ex.labels))
         if aug.downsample_rate > 0 and rng.random() < aug.downsample_rate:
             fraction = aug.downsample_fractions[int(rng.integers(len(aug.downsample_fractions)))]
             low = max(1000, int(round(self.sample_rate * fraction / 100)) * 100)

@@ -60,6 +60,10 @@ class TextSlots:
     targets: torch.Tensor  # [N, C, T] float in [0, 1] (fraction of each frame active)
     present: torch.Tensor  # [N, C] float: 1 where the description labels the clip
     dropped_clips: int = 0
+    # [N, K] int64 ids (−1 padding) of descriptions that fit clip n without labelling it (its
+    # events' tags and captions): those (clip, description) pairs are left out of the SED
+    # and sigmoid terms instead of counting as negatives.
+    unlabelled_ids: torch.Tensor | None = None
 
     @property
     def capacity(self) -> int:
@@ -68,13 +72,16 @@ class TextSlots:
 
 def build_text_slots(labels: list[dict[str, list]], negatives: list[list[str]], n_frames: int,
                      duration: float, capacity: int | None = None,
-                     valid: list[bool] | None = None) -> TextSlots:
+                     valid: list[bool] | None = None,
+                     unlabelled: list[list[str]] | None = None) -> TextSlots:
     """Union-of-descriptions labelling of one (local) batch.
 
     ``labels[n]`` maps description → [[onset, offset], …] seconds; ``negatives[n]`` are
     descriptions absent from clip n. Slots are filled in clip order; a clip whose new
     descriptions would overflow ``capacity`` (default 5 per clip) is masked instead (the
     reference's "text slots fill first" rule). ``valid[n]`` False marks a padding clip.
+    ``unlabelled[n]``: descriptions that fit clip n but are not among its labels (e.g. the tag
+    "music" of its piano when another clip is labelled "music"); never negatives for clip n.
     """
     from ..synth.mixing import frame_targets
 
@@ -118,7 +125,29 @@ def build_text_slots(labels: list[dict[str, list]], negatives: list[list[str]], 
             frames = frame_targets({"x": intervals}, ["x"], n_frames, duration)[:, 0]
             targets[i, column] = torch.from_numpy(frames)
             present[i, column] = 1.0
-    return TextSlots(texts, ids, text_mask, audio_mask, targets, present, dropped)
+    unlabelled_ids = None
+    if unlabelled is not None:
+        rows = []
+        for i in range(n):
+            own = {normalise_caption(t) for t in labels[i]}
+            rows.append(sorted({text_id(t) for t in unlabelled[i]
+                                if normalise_caption(t) and normalise_caption(t) not in own}))
+        width = max([len(r) for r in rows] + [1])
+        unlabelled_ids = torch.full((n, width), -1, dtype=torch.long)
+        for i, row in enumerate(rows):
+            unlabelled_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return TextSlots(texts, ids, text_mask, audio_mask, targets, present, dropped, unlabelled_ids)
+
+
+def _pair_include(block_ids: torch.Tensor, keep: torch.Tensor, n_clips: int,
+                  unlabelled_ids: torch.Tensor | None) -> torch.Tensor:
+    """[N, C] pairs of local clips × one text block that count: ``keep`` minus the pairs
+    whose description fits the clip without labelling it."""
+    include = keep[None, :].expand(n_clips, -1)
+    if unlabelled_ids is not None:
+        fits = (block_ids[None, :, None] == unlabelled_ids[:, None, :]).any(-1)
+        include = include & ~(fits & (block_ids >= 0)[None, :])
+    return include
 
 
 @dataclass
@@ -226,16 +255,17 @@ class FlamLoss(nn.Module):
         all_pos = ring.all_gather_plain(positive_frames.to(torch.float64), group)  # [G, C]
         clips_global = ring.all_reduce_plain(stats.to(torch.float64), group)[0]
 
-        # Pairs counted per local clip: every local slot + remote canonical slots not local.
-        remote_new = torch.zeros((), dtype=torch.float64, device=device)
-        for s in range(world):
-            if s == rank:
-                continue
-            keep = canonical[s] & ~torch.isin(all_ids[s], ids[text_mask])
-            remote_new = remote_new + keep.sum()
-        per_clip_texts = text_mask.sum().to(torch.float64) + remote_new
-        pairs = ring.all_reduce_plain((local_valid.sum().to(torch.float64) * per_clip_texts)
-                                      .reshape(1), group)[0]
+        # The (local clip, description) pairs of each hop's text block: every local slot, then
+        # the canonical remote slots that are not local; minus the unlabelled matches.
+        unlabelled = None if slots.unlabelled_ids is None else slots.unlabelled_ids.to(device)
+        includes = []
+        for hop in range(world):
+            owner = (rank - hop) % world
+            keep = text_mask if hop == 0 else (canonical[owner]
+                                               & ~torch.isin(all_ids[owner], ids[text_mask]))
+            includes.append(_pair_include(all_ids[owner], keep, len(audio_mask), unlabelled))
+        local_pairs = sum((inc & audio_mask[:, None]).sum() for inc in includes)
+        pairs = ring.all_reduce_plain(local_pairs.to(torch.float64).reshape(1), group)[0]
         unique_texts = canonical.sum().to(torch.float64)
 
         parts: dict[str, torch.Tensor] = {}
@@ -250,16 +280,10 @@ class FlamLoss(nn.Module):
             block = torch.cat([inputs.text_embeddings, inputs.alpha[:, None],
                                inputs.beta.detach()[:, None]], dim=1)
             for hop in range(world):
-                owner = (rank - hop) % world
                 if hop > 0:
                     block = ring.ring_pass(block, group)
-                if hop == 0:
-                    include = text_mask[None, :].expand(len(audio_mask), -1)
-                    tgt, pres = targets, present
-                else:
-                    keep = canonical[owner] & ~torch.isin(all_ids[owner], ids[text_mask])
-                    include = keep[None, :].expand(len(audio_mask), -1)
-                    tgt = pres = None
+                include = includes[hop]
+                tgt, pres = (targets, present) if hop == 0 else (None, None)
                 args = (inputs.frames, inputs.audio_global, audio_mask, tgt, pres, block,
                         include, scale, self.global_bias, with_sigmoid)
                 if cfg.checkpoint_blocks and torch.is_grad_enabled():

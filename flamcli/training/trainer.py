@@ -61,6 +61,9 @@ class TrainConfig:
     sed_weight: float = 200.0
     prior_weight: float = 1.0
     tag_rate: float = 0.5
+    # "mask": a description that fits a clip without labelling it (a tag of one of its events)
+    # is left out for that clip; "negative": the paper's rule, every unlabelled text is negative.
+    tag_matches: str = "mask"
     downsample_rate: float = 0.3
     tags_manifest: str | None = None
     freeze_audio: bool = False
@@ -405,9 +408,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                 first = step * per_step + (micro * d.world + d.rank) * cfg.batch_size
                 examples = data.batch(first, cfg.batch_size)
                 waves = torch.from_numpy(np.stack([e.audio for e in examples]))
-                slots = build_text_slots([e.labels for e in examples],
-                                         [e.negatives for e in examples],
-                                         model.frames_per_window, window)
+                slots = build_text_slots(
+                    [e.labels for e in examples], [e.negatives for e in examples],
+                    model.frames_per_window, window,
+                    unlabelled=([e.unlabelled for e in examples]
+                                if cfg.tag_matches == "mask" else None))
                 with autocast:
                     inputs = loss_inputs(model, waves, slots, text_cache, embed=embed)
                 result = loss_fn(inputs, model.logit_scale_a, None)  # fp32 loss maths

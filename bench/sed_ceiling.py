@@ -1,0 +1,66 @@
+"""What a perfect model with FLAM's frame grid could score on a `flam synth sed` set.
+
+    python bench/sed_ceiling.py /work/corpus-data/val-sed
+
+The oracle's score for (clip, query, frame) is the fraction of the frame the ground truth
+covers (so the threshold sweep can pick "any overlap" or "mostly covered"), on the model's
+grid of 0.3125 s frames. Its PSDS1/PSDS2/AUROC are the ceilings any flam-tiny or
+openflam-v1-base could reach: PSDS1's detection- and ground-truth-tolerance criteria (0.7)
+cannot be met for events much shorter than a frame. Writes OUT (JSON) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from flamcli.evaluation.inputs import read_durations, read_event_table  # noqa: E402
+from flamcli.evaluation.sed import evaluate_sed  # noqa: E402
+
+FRAME_SECONDS = 10.0 / 32
+
+
+def oracle_scores(ground_truth: dict, durations: dict, queries: list[str]) -> dict:
+    scores = {}
+    for clip, duration in durations.items():
+        frames = int(np.ceil(duration / FRAME_SECONDS - 1e-9))
+        edges = np.minimum(np.arange(frames + 1) * FRAME_SECONDS, duration)
+        values = np.zeros((frames, len(queries)))
+        for onset, offset, label in ground_truth.get(clip, []):
+            k = queries.index(label)
+            overlap = np.clip(np.minimum(edges[1:], offset) - np.maximum(edges[:-1], onset), 0, None)
+            values[:, k] = np.maximum(values[:, k], overlap / np.diff(edges))
+        scores[clip] = (edges, values)
+    return scores
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path, help="a `flam synth sed` output folder")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "sed-ceiling.json")
+    args = ap.parse_args(argv)
+    truth = read_event_table(args.folder / "ground_truth.tsv")
+    durations = read_durations(args.folder / "durations.tsv")
+    queries = sorted({label for events in truth.values() for _, _, label in events})
+    report = evaluate_sed(oracle_scores(truth, durations, queries), queries, truth, durations)
+    keep = ("psds1", "psds2", "auroc", "mpauc", "event_f1", "segment_f1")
+    lengths = np.array([b - a for events in truth.values() for a, b, _ in events])
+    out = {"folder": str(args.folder), "frame_seconds": FRAME_SECONDS,
+           "events": int(lengths.size),
+           "events_shorter_than_one_frame": float(np.mean(lengths < FRAME_SECONDS)),
+           "oracle": {k: report.report[k] for k in keep}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
