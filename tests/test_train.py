@@ -245,7 +245,8 @@ def test_augmentations_are_deterministic_and_configurable(train_data):
     _, manifest = train_data
     data = open_data(manifest, 16000, 10.0, seed=1, augment=Augment(tag_rate=1.0,
                                                                    downsample_rate=1.0))
-    plain = open_data(manifest, 16000, 10.0, seed=1, augment=Augment(0.0, 0.0))
+    plain = open_data(manifest, 16000, 10.0, seed=1,
+                      augment=Augment(tag_rate=0.0, downsample_rate=0.0, phrase_rate=0.0))
     a, b, c = data.example(0), data.example(0), plain.example(0)
     assert (a.audio == b.audio).all() and a.labels == b.labels
     assert not (a.audio == c.audio).all()  # down-and-up resampled
@@ -256,6 +257,26 @@ def test_augmentations_are_deterministic_and_configurable(train_data):
     assert a.unlabelled and set(a.unlabelled).isdisjoint(a.labels)
     assert set(a.unlabelled) & set(c.labels) and set(c.unlabelled) & tags
     assert set(c.unlabelled).isdisjoint(c.labels)
+
+
+def test_phrasings_replace_captions_and_are_never_negative_for_their_clip(train_data, tmp_path):
+    import dataclasses
+
+    from flamcli.synth import read_manifest, write_manifest
+    from flamcli.training.data import Augment, open_data
+
+    _, manifest = train_data
+    clips = [dataclasses.replace(c, captions=[c.label, f"the sound of {c.label}"])
+             for c in read_manifest(manifest)]
+    rephrased = write_manifest(clips, tmp_path / "phrased.csv")
+    always = Augment(tag_rate=0.0, downsample_rate=0.0, phrase_rate=1.0)
+    never = Augment(tag_rate=0.0, downsample_rate=0.0, phrase_rate=0.0)
+    a = open_data(rephrased, 16000, 10.0, seed=1, augment=always).example(0)
+    b = open_data(rephrased, 16000, 10.0, seed=1, augment=never).example(0)
+    assert a.labels and all(t.startswith("the sound of ") for t in a.labels)
+    assert sorted(a.labels.values()) == sorted(b.labels.values())  # same events, new words
+    assert {t[len("the sound of "):] for t in a.labels} <= set(a.unlabelled)
+    assert {f"the sound of {t}" for t in b.labels} <= set(b.unlabelled)
 
 
 def test_bad_data_is_a_clear_error(cli, train_data, tmp_path):

@@ -54,6 +54,7 @@ import soundfile as sf
 HERE = Path(__file__).resolve().parent
 DEFAULT_PACKAGES_TXT = Path("/work/shared/corpus/packages.txt")
 DEFAULT_CAPTIONS = HERE / "captions.json"
+DEFAULT_PHRASINGS = HERE / "phrasings.json"
 
 # Extensions we look at.  .oga is Ogg/Vorbis under another name; it is written
 # out as .ogg so that tools globbing for *.ogg find it (the bytes are unchanged).
@@ -225,15 +226,27 @@ class Rule:
     used: int = 0
 
 
-def load_rules(path: Path) -> dict[str, dict]:
-    """captions.json -> {package: {"rules": [Rule], "licence": ..., ...}}."""
+def load_phrasings(path: Path | None) -> dict[str, list[str]]:
+    """phrasings.json -> {caption: [other phrasings]} ({} when the file is absent)."""
+    if path is None or not path.is_file():
+        return {}
+    return {k: list(v) for k, v in json.loads(path.read_text())["phrasings"].items()}
+
+
+def load_rules(path: Path, phrasings: dict[str, list[str]] | None = None) -> dict[str, dict]:
+    """captions.json -> {package: {"rules": [Rule], "licence": ..., ...}}.
+
+    A rule's captions are its caption(s) followed by their phrasings (first one = the label).
+    """
     raw = json.loads(path.read_text())
+    phrasings = phrasings or {}
     out = {}
     for pkg, spec in raw["packages"].items():
         rules = []
         for r in spec.get("rules", []):
             caps = r.get("caption", [])
             caps = [caps] if isinstance(caps, str) else list(caps)
+            caps += [p for c in caps for p in phrasings.get(c, []) if p not in caps]
             tags = list(r.get("tags", []))
             rules.append(
                 Rule(
@@ -539,8 +552,7 @@ def build_package(pkg, root, version, spec, out_dir, seen, stats, source_scheme)
         }
         atomic_write_text(audio.with_suffix(".json"), json.dumps(sidecar, indent=1) + "\n")
         stats.kinds[kind] += 1
-        for c in rule.captions:
-            stats.captions[c] += 1
+        stats.captions[rule.captions[0]] += 1
         stats.per_package[pkg] += 1
         if kind == "background":
             stats.background_s += dur
@@ -618,6 +630,9 @@ def main(argv=None) -> int:
                     help=f"source list (default {DEFAULT_PACKAGES_TXT})")
     ap.add_argument("--captions", type=Path, default=DEFAULT_CAPTIONS,
                     help="curated caption rules (default: captions.json next to this script)")
+    ap.add_argument("--phrasings", type=Path, default=DEFAULT_PHRASINGS,
+                    help="other phrasings per caption (default: phrasings.json next to this "
+                         "script; written after the caption in each sidecar)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="where downloaded .deb/.whl files go (default WORKDIR/cache)")
     ap.add_argument("--workdir", type=Path, default=Path("corpus-work"),
@@ -636,7 +651,7 @@ def main(argv=None) -> int:
     except FileNotFoundError:
         pass
     all_pkgs = read_packages_txt(args.packages_txt)
-    rules = load_rules(args.captions)
+    rules = load_rules(args.captions, load_phrasings(args.phrasings))
     if args.packages:
         wanted = [p.strip() for p in args.packages.split(",") if p.strip()]
         unknown = [p for p in wanted if p not in all_pkgs]

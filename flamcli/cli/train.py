@@ -74,6 +74,10 @@ def train_command(
     tag_rate: Annotated[float, typer.Option(
         "--tag-rate", min=0.0, max=1.0,
         help="Probability of replacing a caption by one of its clip's tags.")] = 0.5,
+    phrase_rate: Annotated[float, typer.Option(
+        "--phrase-rate", min=0.0, max=1.0,
+        help="Else, probability of replacing a caption by one of its other phrasings (the "
+             "manifest's later captions).")] = 0.3,
     tag_matches: Annotated[str, typer.Option(
         "--tag-matches", help="mask: a tag or caption that fits a clip without labelling it "
                               "is not a negative for that clip; negative: the paper's rule "
@@ -111,7 +115,7 @@ def train_command(
         warmup_steps=warmup_steps, seed=seed, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, resume=resume, global_loss=global_loss,
         sed_weight=sed_weight, prior_weight=prior_weight, global_weight=global_weight,
-        tag_rate=tag_rate, tag_matches=tag_matches, tags_manifest=str(tags) if tags else None,
+        tag_rate=tag_rate, phrase_rate=phrase_rate, tag_matches=tag_matches, tags_manifest=str(tags) if tags else None,
         downsample_rate=downsample_rate, freeze_audio=freeze_audio, freeze_text=freeze_text,
         compile=compile_, device=device, command=_command(ctx),
         validation=str(validation) if validation else None, eval_every=eval_every)

@@ -40,6 +40,8 @@ class Augment:
     downsample_rate: float = 0.3  # audio goes down to a lower rate and back
     # Target rates as fractions of the model rate: 16 and 32 kHz of FLAM's 48 kHz.
     downsample_fractions: tuple[float, ...] = (1 / 3, 2 / 3)
+    # Not replaced by a tag: replaced by one of its other phrasings (later manifest captions).
+    phrase_rate: float = 0.3
 
 
 def fit_window(audio: np.ndarray, samples: int) -> np.ndarray:
@@ -61,13 +63,15 @@ class TrainingData:
     """Base: ``example(index)`` with augmentations from ``(seed, index)``."""
 
     def __init__(self, sample_rate: int, window_seconds: float, seed: int = 0,
-                 augment: Augment | None = None, tags: dict[str, list[str]] | None = None):
+                 augment: Augment | None = None, tags: dict[str, list[str]] | None = None,
+                 phrasings: dict[str, list[str]] | None = None):
         self.sample_rate = sample_rate
         self.window_seconds = window_seconds
         self.samples = int(round(sample_rate * window_seconds))
         self.seed = seed
-        self.augment = augment or Augment(0.0, 0.0)
+        self.augment = augment or Augment(tag_rate=0.0, downsample_rate=0.0, phrase_rate=0.0)
         self.tags = tags or {}
+        self.phrasings = phrasings or {}
 
     def raw(self, index: int) -> Example:
         raise NotImplementedError
@@ -76,13 +80,18 @@ class TrainingData:
         ex = self.raw(index)
         rng = np.random.default_rng([self.seed, 7919, index])
         aug = self.augment
-        fitting = {tag for text in ex.labels for tag in [text, *(self.tags.get(text) or [])]}
-        if aug.tag_rate > 0 and self.tags:
+        fitting = {other for text in ex.labels
+                   for other in [text, *(self.tags.get(text) or []),
+                                 *(self.phrasings.get(text) or [])]}
+        if (aug.tag_rate > 0 and self.tags) or (aug.phrase_rate > 0 and self.phrasings):
             labels: dict[str, list] = {}
             for text, intervals in ex.labels.items():
                 tags = self.tags.get(text) or []
-                if tags and rng.random() < aug.tag_rate:
+                phrasings = self.phrasings.get(text) or []
+                if tags and aug.tag_rate > 0 and rng.random() < aug.tag_rate:
                     text = tags[int(rng.integers(len(tags)))]
+                elif phrasings and aug.phrase_rate > 0 and rng.random() < aug.phrase_rate:
+                    text = phrasings[int(rng.integers(len(phrasings)))]
                 labels.setdefault(text, []).extend(intervals)
             ex.labels = labels
         ex.unlabelled = sorted(fitting - set(ex.labels))
@@ -176,6 +185,8 @@ class SynthData(TrainingData):
             raise DataError(f"{self.manifest}: {exc}") from None
         if not self.tags:
             self.tags = {c.label: [t for t in c.tags if t != c.label] for c in clips if c.tags}
+        if not self.phrasings:
+            self.phrasings = manifest_phrasings(clips)
 
     def raw(self, index: int) -> Example:
         from ..synth import SynthDataset
@@ -191,19 +202,30 @@ class SynthData(TrainingData):
         return f"{self.manifest} (on-the-fly synthesis, seed {self.seed})"
 
 
+def manifest_phrasings(clips) -> dict[str, list[str]]:
+    """{label: its other captions}: a manifest row's later captions rephrase the first."""
+    out: dict[str, list[str]] = {}
+    for clip in clips:
+        for text in clip.captions[1:]:
+            if text != clip.label and text not in out.setdefault(clip.label, []):
+                out[clip.label].append(text)
+    return {k: v for k, v in out.items() if v}
+
+
 def open_data(path: str | Path, sample_rate: int, window_seconds: float, seed: int = 0,
               augment: Augment | None = None, tags_manifest: str | Path | None = None
               ) -> TrainingData:
     """A synth output folder, or a corpus manifest (.csv/.jsonl) for on-the-fly mixtures."""
     path = Path(path)
-    tags = None
+    tags = phrasings = None
     if tags_manifest:
         from ..synth import read_manifest
 
-        tags = {c.label: [t for t in c.tags if t != c.label]
-                for c in read_manifest(tags_manifest) if c.tags}
+        clips = read_manifest(tags_manifest)
+        tags = {c.label: [t for t in c.tags if t != c.label] for c in clips if c.tags}
+        phrasings = manifest_phrasings(clips)
     kw = dict(sample_rate=sample_rate, window_seconds=window_seconds, seed=seed,
-              augment=augment, tags=tags)
+              augment=augment, tags=tags, phrasings=phrasings)
     if path.is_dir():
         return FolderData(path, **kw)
     if path.is_file() and path.suffix.lower() in (".csv", ".jsonl", ".json"):

@@ -61,6 +61,7 @@ class TrainConfig:
     sed_weight: float = 200.0
     prior_weight: float = 1.0
     tag_rate: float = 0.5
+    phrase_rate: float = 0.3  # else a caption becomes one of its other phrasings
     # "mask": a description that fits a clip without labelling it (a tag of one of its events)
     # is left out for that clip; "negative": the paper's rule, every unlabelled text is negative.
     tag_matches: str = "mask"
@@ -344,7 +345,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     window = model.config.frontend.window_seconds
     try:
         data = open_data(cfg.data, model.sample_rate, window, seed=cfg.seed,
-                         augment=Augment(cfg.tag_rate, cfg.downsample_rate),
+                         augment=Augment(tag_rate=cfg.tag_rate, downsample_rate=cfg.downsample_rate,
+                                         phrase_rate=cfg.phrase_rate),
                          tags_manifest=cfg.tags_manifest)
     except DataError as exc:
         raise TrainingError(str(exc)) from None
