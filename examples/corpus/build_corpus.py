@@ -633,6 +633,8 @@ def main(argv=None) -> int:
     ap.add_argument("--phrasings", type=Path, default=DEFAULT_PHRASINGS,
                     help="other phrasings per caption (default: phrasings.json next to this "
                          "script; written after the caption in each sidecar)")
+    ap.add_argument("--no-phrasings", action="store_true",
+                    help="captions only (the corpus flam-tiny v1 was trained on)")
     ap.add_argument("--cache", type=Path, default=None,
                     help="where downloaded .deb/.whl files go (default WORKDIR/cache)")
     ap.add_argument("--workdir", type=Path, default=Path("corpus-work"),
@@ -651,7 +653,8 @@ def main(argv=None) -> int:
     except FileNotFoundError:
         pass
     all_pkgs = read_packages_txt(args.packages_txt)
-    rules = load_rules(args.captions, load_phrasings(args.phrasings))
+    rules = load_rules(args.captions,
+                       None if args.no_phrasings else load_phrasings(args.phrasings))
     if args.packages:
         wanted = [p.strip() for p in args.packages.split(",") if p.strip()]
         unknown = [p for p in wanted if p not in all_pkgs]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AudioEncoderConfig, FrontendConfig
-from .frontend import LogmelExtractor, SpectrogramExtractor
+from .frontend import LogmelTower
 
 TIME_POOLED_BLOCKS = 3  # 100 STFT frames/s → 12.5/s, still finer than the 3.2/s output frames
 
@@ -36,15 +36,12 @@ class ConvBlock(nn.Module):
         return F.avg_pool2d(x, self.pool, ceil_mode=True)
 
 
-class CNNEncoder(nn.Module):
+class CNNEncoder(LogmelTower):
     """[B, samples] → frame features [B, frames, channels[-1]]."""
 
     def __init__(self, frontend: FrontendConfig, config: AudioEncoderConfig):
-        super().__init__()
+        super().__init__(frontend)
         self.config = config
-        self.spectrogram_extractor = SpectrogramExtractor(frontend)
-        self.logmel_extractor = LogmelExtractor(frontend)
-        self.bn0 = nn.BatchNorm2d(frontend.n_mels)
         blocks, previous = [], 1
         for i, width in enumerate(config.channels):
             pool = (2 if i < TIME_POOLED_BLOCKS else 1, 2)
@@ -54,10 +51,6 @@ class CNNEncoder(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.gru = nn.GRU(previous, previous // 2, batch_first=True, bidirectional=True)
         self.norm = nn.LayerNorm(previous)
-
-    def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """[B, samples] → [B, 1, stft_frames, n_mels] log-mel in dB (before normalisation)."""
-        return self.logmel_extractor(self.spectrogram_extractor(waveform))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         x = self.logmel(waveform)

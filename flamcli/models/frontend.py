@@ -147,3 +147,19 @@ def normalise_and_fold(
     x = x.reshape(batch, audio.freq_ratio, chunk, mels)  # [B, k, τ, m]
     x = x.permute(0, 1, 3, 2).reshape(batch, 1, audio.freq_ratio * mels, chunk)
     return x
+
+
+class LogmelTower(nn.Module):
+    """Base of the audio towers: waveform → log-mel (``spectrogram_extractor``,
+    ``logmel_extractor``) and the BatchNorm over mel bins (``bn0``), named as in the
+    published HTSAT checkpoints."""
+
+    def __init__(self, config: FrontendConfig):
+        super().__init__()
+        self.spectrogram_extractor = SpectrogramExtractor(config)
+        self.logmel_extractor = LogmelExtractor(config)
+        self.bn0 = nn.BatchNorm2d(config.n_mels)
+
+    def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """[B, samples] → [B, 1, stft_frames, n_mels] log-mel in dB (before normalisation)."""
+        return self.logmel_extractor(self.spectrogram_extractor(waveform))

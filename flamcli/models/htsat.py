@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import AudioEncoderConfig, FrontendConfig
-from .frontend import LogmelExtractor, SpectrogramExtractor, normalise_and_fold, on_cpu
+from .frontend import LogmelTower, normalise_and_fold, on_cpu
 from .linear import Linear
 
 
@@ -195,15 +195,12 @@ class PatchEmbed(nn.Module):
         return self.norm(self.proj(x).flatten(2).transpose(1, 2))
 
 
-class HTSATEncoder(nn.Module):
+class HTSATEncoder(LogmelTower):
     """[B, samples] → frame features [B, frames_per_window, out_dim]."""
 
     def __init__(self, frontend: FrontendConfig, config: AudioEncoderConfig):
-        super().__init__()
+        super().__init__(frontend)
         self.config = config
-        self.spectrogram_extractor = SpectrogramExtractor(frontend)
-        self.logmel_extractor = LogmelExtractor(frontend)
-        self.bn0 = nn.BatchNorm2d(frontend.n_mels)
         self.patch_embed = PatchEmbed(config.patch_size, config.embed_dim)
         total_blocks = sum(config.depths)
         rates = [config.drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
@@ -217,10 +214,6 @@ class HTSATEncoder(nn.Module):
             grid = grid if last else grid // 2
         self.layers = nn.ModuleList(stages)
         self.norm = nn.LayerNorm(config.out_dim)
-
-    def logmel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """[B, samples] → [B, 1, stft_frames, n_mels] log-mel in dB (before normalisation)."""
-        return self.logmel_extractor(self.spectrogram_extractor(waveform))
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         cfg = self.config
