@@ -97,7 +97,8 @@ def clean_queries(queries: Iterable[str]) -> tuple[list[str], list[str], list[st
 
 def resolve_thresholds(queries: Sequence[str], threshold: float | Mapping[str, float]) -> list[float]:
     if isinstance(threshold, Mapping):
-        default = threshold.get("*", DEFAULT_THRESHOLD)
+        default = threshold.get("*")
+        default = DEFAULT_THRESHOLD if default is None else default
         unknown = set(threshold) - set(queries) - {"*"}
         if unknown:
             raise QueryError(f"threshold given for unknown query: {sorted(unknown)[0]!r}")

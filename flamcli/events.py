@@ -11,8 +11,8 @@ DEFAULT_THRESHOLD = 0.5  # the calibrated boundary: cosine > 0 (FLAM §3.2)
 DEFAULT_MEDIAN_FILTER = 3  # frames, as in FLAM's evaluation (§5.2)
 # The presence defaults of `flam ground` (and `flam eval ground --audio`), chosen from refusal
 # of absent queries against recall of present ones on a held-out `flam synth ground` set with
-# bench/ground_presence.py (docs/benchmarks.md, "flam ground: presence defaults").
-DEFAULT_GROUND_THRESHOLD = DEFAULT_THRESHOLD
+# bench/ground_presence.py (docs/benchmarks.md, "flam ground: presence defaults"). The
+# threshold is the model's own (FlamConfig.presence_threshold).
 DEFAULT_MIN_DURATION = 0.5  # seconds: shorter windows are not evidence of presence
 DEFAULT_GROUND_MEDIAN_FILTER = DEFAULT_MEDIAN_FILTER
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from .detection import FileResult, Progress, iter_detect
-from .events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_GROUND_THRESHOLD, DEFAULT_MIN_DURATION
+from .events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
 from .models.flam import FlamModel, ModelInfo
 
 
@@ -54,7 +54,7 @@ def iter_ground(
     audio,
     queries: Sequence[str],
     *,
-    threshold: float | Mapping[str, float] = DEFAULT_GROUND_THRESHOLD,
+    threshold: float | Mapping[str, float | None] | None = None,
     min_duration: float = DEFAULT_MIN_DURATION,
     top_k: int | None = None,
     median_filter_frames: int = DEFAULT_GROUND_MEDIAN_FILTER,
@@ -65,10 +65,16 @@ def iter_ground(
 ) -> Iterator[GroundingResult]:
     """One :class:`GroundingResult` per file with an :class:`Answer` per query.
 
-    ``top_k`` keeps the k most confident windows of each query (reported in time order).
-    ``cache_dir`` keeps frame embeddings so later queries about the same recordings cost
-    only the text tower.
+    ``threshold`` (a value, or ``{query: value, "*": default}``) defaults to the model's
+    presence threshold (``config.presence_threshold``). ``top_k`` keeps the k most confident
+    windows of each query (reported in time order). ``cache_dir`` keeps frame embeddings so
+    later queries about the same recordings cost only the text tower.
     """
+    if isinstance(model, str):
+        from .models.registry import load_model
+
+        model = load_model(model)
+    threshold = presence_thresholds(model, threshold)
     for result in iter_detect(
         model, audio, queries, threshold=threshold, median_filter_frames=median_filter_frames,
         min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size,
@@ -79,6 +85,18 @@ def iter_ground(
         if result.ok:
             grounded.answers = answers_from_detection(result, top_k)
         yield grounded
+
+
+def presence_thresholds(model: FlamModel, threshold=None) -> float | dict[str, float]:
+    """Fill in the model's presence threshold where ``threshold`` leaves the default open."""
+    default = float(model.config.presence_threshold)
+    if threshold is None:
+        return default
+    if isinstance(threshold, Mapping):
+        out = {k: float(v) for k, v in threshold.items() if v is not None}
+        out.setdefault("*", default)
+        return out
+    return float(threshold)
 
 
 def answers_from_detection(result: FileResult, top_k: int | None = None) -> list[Answer]:

@@ -30,6 +30,10 @@ def test_pack_puts_the_text_tower_apart_in_fp16_and_loads_in_fp32(debug_model, t
         else:
             assert torch.equal(tensor, original[name])
     assert (packed / "README.md").read_text() == "# card\n"
+    # the measured operating point travels in config.json and drives flam ground's default
+    again = pack_bundle(run, tmp_path / "b2", card="# card\n", presence_threshold=0.8)
+    assert load_model_directory(again).config.presence_threshold == 0.8
+    assert model.config.presence_threshold == 0.5
 
 
 def test_flam_tiny_is_bundled_and_loads_offline():

@@ -52,6 +52,20 @@ def test_library_presence_follows_the_threshold(debug_model, clip):
     assert not long_only.answers[0].present
 
 
+def test_default_threshold_is_the_models_presence_threshold(debug_model, clip, monkeypatch):
+    peak = presence_of(debug_model, clip, "dog barks")
+    monkeypatch.setattr(debug_model.config, "presence_threshold", min(1.0, peak * 1.5))
+    [absent] = ground(debug_model, [clip], ["dog barks"])
+    assert not absent.answers[0].present
+    monkeypatch.setattr(debug_model.config, "presence_threshold", peak * 0.5)
+    [present] = ground(debug_model, [clip], ["dog barks"], min_duration=0)
+    assert present.answers[0].present
+    # a per-query threshold overrides it for that query only; the rest keep the model's
+    [mixed] = ground(debug_model, [clip], ["dog barks", "a siren"], min_duration=0,
+                     threshold={"a siren": 1.0})
+    assert [a.present for a in mixed.answers] == [True, False]
+
+
 def test_cli_exit_codes_like_grep(debug_model, clip, make_audio, cli):
     peak = presence_of(debug_model, clip, "dog barks")
     low, high = f"{peak * 0.5:.6f}", f"{min(1.0, peak * 1.5):.6f}"

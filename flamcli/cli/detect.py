@@ -59,9 +59,10 @@ def read_queries_file(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def parse_thresholds(values: list[str], default: float = DEFAULT_THRESHOLD
-                     ) -> float | dict[str, float]:
-    """``0.6`` sets the default; ``"dog barks=0.7"`` sets one query's threshold."""
+def parse_thresholds(values: list[str], default: float | None = DEFAULT_THRESHOLD
+                     ) -> float | dict[str, float | None] | None:
+    """``0.6`` sets the default; ``"dog barks=0.7"`` sets one query's threshold. A ``default``
+    of None leaves it to the model (flam ground)."""
     per_query = {}
     for value in values:
         name, sep, number = value.rpartition("=")

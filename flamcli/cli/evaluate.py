@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_GROUND_THRESHOLD, DEFAULT_MIN_DURATION
+from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
 from .app import app
 from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
@@ -284,7 +284,10 @@ def ground_command(
     audio: AudioOption = None,
     durations: Annotated[Optional[Path], typer.Option(
         "-d", "--durations", help="TSV filename duration, to clip intervals to each file.")] = None,
-    threshold: ThresholdOption = DEFAULT_GROUND_THRESHOLD,
+    threshold: Annotated[Optional[float], typer.Option(
+        "-t", "--threshold", min=0.0, max=1.0,
+        help="With --audio: presence threshold (default: the model's own, as in flam ground)."
+    )] = None,
     min_duration: Annotated[float, typer.Option(
         "--min-duration", min=0.0, help="With --audio: shorter windows do not count as presence "
                                         "(seconds), as in flam ground.")] = DEFAULT_MIN_DURATION,
@@ -370,7 +373,7 @@ def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_fi
     """Answer every row with flam ground's library call (the same answers as ``flam ground
     -f json``): present = a window above the threshold, windows = its intervals."""
     from ..evaluation.retrieval import resolve_audio
-    from ..grounding import iter_ground
+    from ..grounding import iter_ground, presence_thresholds
 
     paths = resolve_audio(audio, [row["audio_path"] for row in truth], str(audio))
     captions = list(dict.fromkeys(row["caption"] for row in truth))
@@ -397,8 +400,9 @@ def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_fi
                           "annotations": [[a, b] for a, b, _ in answer.intervals],
                           "present": bool(answer.present), "score": answer.presence})
         lengths.setdefault(row["audio_path"], result.duration)
-    meta.update(audio=str(audio), model=loaded.info.as_dict(), threshold=threshold,
-                min_duration=min_duration, median_filter=median_filter)
+    meta.update(audio=str(audio), model=loaded.info.as_dict(),
+                threshold=presence_thresholds(loaded, threshold), min_duration=min_duration,
+                median_filter=median_filter)
     return predicted, lengths
 
 

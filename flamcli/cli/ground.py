@@ -13,7 +13,7 @@ import typer
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
-from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_GROUND_THRESHOLD, DEFAULT_MIN_DURATION
+from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
 from .detect import gather_arguments, parse_thresholds
 
 
@@ -54,9 +54,9 @@ def ground(
     fmt: Annotated[GroundFormat, typer.Option(
         "-f", "--format", help="text (one line per query), json, jsonl or tsv.")] = GroundFormat.text,
     threshold: Annotated[Optional[list[str]], typer.Option(
-        "-t", "--threshold", help=f"Calibrated probability boundary (default "
-                                  f"{DEFAULT_GROUND_THRESHOLD:g}), or \"QUERY=VALUE\". Repeatable."
-                             )] = None,
+        "-t", "--threshold", help="Presence threshold on the calibrated probability (default: "
+                                  "the model's own, 0.5 unless its card says otherwise; `flam "
+                                  "models`), or \"QUERY=VALUE\". Repeatable.")] = None,
     min_duration: Annotated[float, typer.Option(
         "--min-duration", min=0.0,
         help="Shorter windows do not count as presence (seconds).")] = DEFAULT_MIN_DURATION,
@@ -100,8 +100,9 @@ def ground(
             log.error("no query given: e.g. flam ground clip.wav \"dog barks\"")
         raise typer.Exit(ExitCode.USAGE)
     try:
-        thresholds = parse_thresholds(threshold or [], default=DEFAULT_GROUND_THRESHOLD)
-        resolve_thresholds(queries, thresholds)
+        thresholds = parse_thresholds(threshold or [], default=None)  # None: the model's
+        if thresholds is not None:
+            resolve_thresholds(queries, thresholds)
     except (typer.BadParameter, QueryError) as exc:
         log.error(f"--threshold: {exc}")
         raise typer.Exit(ExitCode.USAGE)

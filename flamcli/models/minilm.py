@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import tempfile
 import zipfile
 from pathlib import Path
@@ -83,8 +84,12 @@ def build_flam_tiny_init(source: str | Path, seed: int = 0):
     return model.eval()
 
 
-def pack_bundle(run_dir: str | Path, output: str | Path, card: str) -> Path:
+def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
+                presence_threshold: float | None = None) -> Path:
     """A trained flam-tiny folder → the bundled form.
+
+    ``presence_threshold`` (measured with bench/ground_presence.py) is written into the
+    bundled config.json as the model's `flam ground` default.
 
     The frozen MiniLM tower goes to ``text-tower.safetensors`` in fp16 (43 MiB instead of 87;
     it is computed in fp32 after loading) and never changes between retrainings; the trained
@@ -111,9 +116,13 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str) -> Path:
     for filename, state in ((WEIGHTS_FILE, trained), (TEXT_TOWER_FILE, text_tower)):
         with atomic_path(output / filename) as tmp:
             save_file(state, str(tmp), metadata=metadata)
-    for name in (CONFIG_FILE, TextTokenizer.FILE):
-        with atomic_path(output / name) as tmp:
-            tmp.write_bytes((run_dir / name).read_bytes())
+    config = model.config
+    if presence_threshold is not None:
+        config.presence_threshold = float(presence_threshold)
+    with atomic_path(output / CONFIG_FILE) as tmp:
+        tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    with atomic_path(output / TextTokenizer.FILE) as tmp:
+        tmp.write_bytes((run_dir / TextTokenizer.FILE).read_bytes())
     with atomic_path(output / CARD_FILE) as tmp:
         tmp.write_text(card, encoding="utf-8")
     return output
@@ -132,13 +141,16 @@ def main(argv=None) -> int:
     pack.add_argument("run", type=Path)
     pack.add_argument("-o", "--output", type=Path, required=True)
     pack.add_argument("--card", type=Path, required=True, help="the model card (README.md)")
+    pack.add_argument("--presence-threshold", type=float,
+                      help="the model's flam ground default (from bench/ground_presence.py)")
     args = parser.parse_args(argv)
     if args.command == "init":
         model = build_flam_tiny_init(args.source, args.seed)
         save_model(model, args.output,
                    card=f"# flam-tiny (untrained start)\n\n{MINILM_LICENCE}\n")
     else:
-        pack_bundle(args.run, args.output, args.card.read_text(encoding="utf-8"))
+        pack_bundle(args.run, args.output, args.card.read_text(encoding="utf-8"),
+                    presence_threshold=args.presence_threshold)
     print(args.output)
     return 0
 
