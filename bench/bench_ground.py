@@ -3,6 +3,7 @@ are cached (`--cache DIR`), compared with answering it from the audio.
 
     python bench/bench_ground.py                      # base architecture (random weights), 1 h
     python bench/bench_ground.py --model debug        # the tiny debug model
+    python bench/bench_ground.py --model tiny         # flam-tiny, the bundled model
     python bench/bench_ground.py --seconds 600        # a shorter file
 
 Steps, in one process with the model loaded once (as a library user or a server would):
@@ -40,7 +41,7 @@ NEW_QUERIES = ["a car horn honks", "glass breaking", "a person speaking", "birds
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", choices=["base", "debug"], default="base")
+    ap.add_argument("--model", choices=["base", "debug", "tiny"], default="base")
     ap.add_argument("--seconds", type=float, default=3600.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--audio-dir", type=Path, default=Path("/tmp/flam-bench"))
@@ -80,11 +81,12 @@ def main(argv=None) -> int:
     identical = bool(np.array_equal(from_cache.scores, from_audio.scores))
 
     cli = None
-    if args.model == "debug":  # the base architecture has no loadable name without weights
+    names = {"debug": "debug", "tiny": "flam-tiny"}  # base has no loadable name without weights
+    if args.model in names:
         env = dict(os.environ, FLAM_NO_PROGRESS="1")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "flamcli", "ground", str(audio), "a siren",
-                        "--model", "debug", "--cache", str(cache), "--quiet",
+                        "--model", names[args.model], "--cache", str(cache), "--quiet",
                         "--threads", str(args.threads)], env=env, capture_output=True)
         cli = time.perf_counter() - start
 
