@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -47,3 +53,61 @@ def test_flam_tiny_is_bundled_and_loads_offline():
     audio_bytes = sum(v.numel() * 4 for k, v in model.state_dict().items()
                       if k.startswith("audio_branch."))
     assert audio_bytes <= 20 * 10**6
+
+
+# ---------------------------------------------------------------------------------------------
+# The shipped flam-tiny itself: it loads offline, finds the example's dogs, refuses a piano.
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dog_park.flac"
+
+
+@pytest.fixture(scope="module")
+def flam_tiny():
+    from flamcli.models import registry
+
+    if registry.bundled_model_dir("flam-tiny") is None:
+        pytest.skip("flam-tiny's weights are not in this checkout")
+    return load_model("flam-tiny", device="cpu")
+
+
+def dog_truth() -> list[tuple[float, float]]:
+    rows = [line.split("\t") for line in (EXAMPLE.with_suffix(".tsv")).read_text().splitlines()[1:]]
+    return [(float(a), float(b)) for _, a, b, label in rows if label.strip() == "dog barks"]
+
+
+def test_flam_tiny_finds_the_barking_in_the_readme_example(flam_tiny):
+    from flamcli import detect
+
+    [result] = detect(flam_tiny, [EXAMPLE], ["dog barks"])
+    assert result.ok and result.events
+    for onset, offset in dog_truth():  # each barking passage is mostly covered by detections
+        covered = sum(max(0.0, min(e.offset, offset) - max(e.onset, onset)) for e in result.events)
+        assert covered >= 0.7 * (offset - onset), (onset, offset, result.events)
+    # and it ranks: the barking frames score higher than the frames without barking
+    times = (np.arange(len(result.scores)) + 0.5) * result.frame_seconds
+    barking = np.zeros(len(times), dtype=bool)
+    for onset, offset in dog_truth():
+        barking |= (times >= onset) & (times < offset)
+    assert result.scores[barking, 0].mean() > result.scores[~barking, 0].mean() + 0.2
+
+
+def test_flam_tiny_grounds_and_refuses_with_its_own_threshold(flam_tiny):
+    from flamcli.grounding import ground
+
+    assert flam_tiny.config.presence_threshold == pytest.approx(0.925)  # measured, see card
+    [result] = ground(flam_tiny, [EXAMPLE], ["dog barks", "a piano playing"])
+    dog, piano = result.answers
+    assert dog.present and not piano.present and piano.presence < 0.5
+
+
+def test_offline_without_a_model_falls_back_to_flam_tiny(flam_tiny, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
+               FLAM_CACHE=str(tmp_path / "flam"), FLAM_NO_PROGRESS="1")
+    env.pop("FLAM_MODEL", None)
+    run = subprocess.run([sys.executable, "-m", "flamcli", "detect", str(EXAMPLE), "dog barks"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    notices = [line for line in run.stderr.splitlines() if line.startswith("warning:")]
+    assert len(notices) == 1 and "using the bundled model flam-tiny" in notices[0]
+    assert "model: flam-tiny (bundled with flam)" in run.stderr
+    assert "dog barks" in run.stdout and "Traceback" not in run.stderr

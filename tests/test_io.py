@@ -39,3 +39,17 @@ def test_ctrl_c_during_outputs_exits_130_with_only_complete_files(cli, make_audi
     names = sorted(p.name for p in out.iterdir())
     assert "c0.png" in names and "c1.png" not in names
     assert not [n for n in names if n.endswith(".part")]
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    from flamcli.io import write_text_atomic
+
+    old = os.umask(0o027)
+    try:
+        path = write_text_atomic(tmp_path / "out.tsv", "x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0666 minus the umask, not 0600
