@@ -10,7 +10,7 @@ import pytest
 
 import flamcli
 from flamcli.detection import FileResult
-from flamcli.events import Event
+from flamcli.events import DEFAULT_GROUND_MEDIAN_FILTER, Event
 from flamcli.grounding import answers_from_detection, ground
 
 
@@ -20,7 +20,9 @@ def clip(make_audio):
 
 
 def presence_of(debug_model, path, query):
-    [result] = flamcli.detect(debug_model, [path], [query])
+    """The highest frame probability, smoothed as flam ground smooths by default."""
+    [result] = flamcli.detect(debug_model, [path], [query],
+                              median_filter_frames=DEFAULT_GROUND_MEDIAN_FILTER)
     return float(result.scores[:, 0].max())
 
 

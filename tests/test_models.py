@@ -128,6 +128,10 @@ def test_no_model_is_never_a_silent_debug_default(monkeypatch):
     from flamcli.models import registry
 
     monkeypatch.setattr(registry, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.delenv("FLAM_MODEL", raising=False)
+    if registry.bundled_model_name() is not None:  # offline with flam-tiny installed: flam-tiny
+        assert registry.choose_default_model() == "flam-tiny"
+    monkeypatch.setattr(registry, "bundled_model_name", lambda: None)  # an install without it
     with pytest.raises(ModelLoadError, match="no model available.*openflam-v1-base.*--model debug"):
         load_model(None)
     with pytest.raises(ModelLoadError, match="unknown model 'nope'"):
