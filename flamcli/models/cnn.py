@@ -18,7 +18,9 @@ from torch import nn
 from .config import AudioEncoderConfig, FrontendConfig
 from .frontend import LogmelTower
 
-TIME_POOLED_BLOCKS = 3  # 100 STFT frames/s → 12.5/s, still finer than the 3.2/s output frames
+# Three halvings of the STFT frame rate (50/s at flam-tiny's 20 ms hop → 6.25/s) stay finer
+# than the 3.2 output frames per second.
+TIME_POOLED_BLOCKS = 3
 
 
 class ConvBlock(nn.Module):
