@@ -184,7 +184,7 @@ class SynthData(TrainingData):
         except (CorpusError, RecipeError) as exc:
             raise DataError(f"{self.manifest}: {exc}") from None
         if not self.tags:
-            self.tags = {c.label: [t for t in c.tags if t != c.label] for c in clips if c.tags}
+            self.tags = manifest_tags(clips)
         if not self.phrasings:
             self.phrasings = manifest_phrasings(clips)
 
@@ -200,6 +200,11 @@ class SynthData(TrainingData):
 
     def describe(self) -> str:
         return f"{self.manifest} (on-the-fly synthesis, seed {self.seed})"
+
+
+def manifest_tags(clips) -> dict[str, list[str]]:
+    """{label: its clip's tags}, for caption→tag replacement."""
+    return {c.label: [t for t in c.tags if t != c.label] for c in clips if c.tags}
 
 
 def manifest_phrasings(clips) -> dict[str, list[str]]:
@@ -222,7 +227,7 @@ def open_data(path: str | Path, sample_rate: int, window_seconds: float, seed: i
         from ..synth import read_manifest
 
         clips = read_manifest(tags_manifest)
-        tags = {c.label: [t for t in c.tags if t != c.label] for c in clips if c.tags}
+        tags = manifest_tags(clips)
         phrasings = manifest_phrasings(clips)
     kw = dict(sample_rate=sample_rate, window_seconds=window_seconds, seed=seed,
               augment=augment, tags=tags, phrasings=phrasings)
