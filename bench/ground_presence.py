@@ -13,7 +13,8 @@ is chosen on --tune and then measured once on --report (a different `flam synth 
 from the same held-out clips), so the reported numbers are not tuned on themselves.
 
 Writes OUT.json (every setting's numbers on the tuning set, the choice, its numbers on the
-report set) and OUT.png (refusal vs recall, one curve per minimum duration).
+report set, and its worst false alarms with what each file held) and OUT.png (refusal vs
+recall, one curve per minimum duration).
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from flamcli.evaluation.grounding import evaluate_grounding, read_grounding  # n
 from flamcli.events import median_filter, scores_to_events  # noqa: E402
 from flamcli.models import load_model  # noqa: E402
 
-THRESHOLDS = [round(x, 3) for x in np.arange(0.30, 0.991, 0.025)]
+# Finer steps at the top, where a small model's refusal/recall trade-off lives.
+THRESHOLDS = sorted({round(float(x), 3) for x in np.arange(0.30, 0.90, 0.025)}
+                    | {round(float(x), 3) for x in np.arange(0.90, 0.9951, 0.005)})
 MIN_DURATIONS = [0.0, 0.3, 0.6, 0.9, 1.2]
 MEDIANS = [1, 3, 5]
 
@@ -76,6 +79,27 @@ def measure(truth, results, median, threshold, min_duration) -> dict:
             "recall": report["presence_accuracy_positive"], "miou": report["miou"],
             "r1@0.3": report["r1@0.3"], "r1@0.5": report["r1@0.5"],
             "joint_f1": report["joint_f1"]}
+
+
+def false_alarms(folder: Path, truth, results, median, threshold, min_duration,
+                 limit: int = 25) -> list[dict]:
+    """The absent queries answered present, highest score first, with what the file held."""
+    out = []
+    for row, answer_row in zip(truth, answer(truth, results, median, threshold, min_duration)):
+        if row["annotations"] or not answer_row["present"]:
+            continue
+        result = results[row["audio_path"]]
+        column = result.queries.index(row["caption"])
+        peak = float(median_filter(result.scores, median)[:, column].max())
+        item = {"audio_path": row["audio_path"], "caption": row["caption"],
+                "score": round(peak, 4)}
+        meta = folder / "meta" / (Path(row["audio_path"]).stem + ".json")
+        if meta.is_file():  # `flam synth ground` folders keep each mixture's plan
+            plan = json.loads(meta.read_text())
+            item["events"] = sorted({o["label"] for o in plan.get("occurrences", [])})
+            item["background"] = sorted({Path(b["path"]).stem for b in plan.get("background", [])})
+        out.append(item)
+    return sorted(out, key=lambda r: -r["score"])[:limit]
 
 
 def choose(rows: list[dict], min_refusal: float, min_recall: float) -> dict:
@@ -140,6 +164,9 @@ def main(argv=None) -> int:
             report_truth, report_results, chosen["median_filter"], chosen["threshold"],
             chosen["min_duration"])}
         print("on the report set:", json.dumps(out["report"]), file=sys.stderr)
+        out["report"]["false_alarms"] = false_alarms(
+            args.report, report_truth, report_results, chosen["median_filter"],
+            chosen["threshold"], chosen["min_duration"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     plot(rows, chosen, args.out.with_suffix(".png"),

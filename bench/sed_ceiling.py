@@ -1,12 +1,16 @@
 """What a perfect model with FLAM's frame grid could score on a `flam synth sed` set.
 
     python bench/sed_ceiling.py /work/corpus-data/val-sed
+    python bench/sed_ceiling.py /work/corpus-data/val-sed --frame-seconds 0.15625 0.078125 0.04
+
 
 The oracle's score for (clip, query, frame) is the fraction of the frame the ground truth
 covers (so the threshold sweep can pick "any overlap" or "mostly covered"), on the model's
-grid of 0.3125 s frames. Its PSDS1/PSDS2/AUROC are the ceilings any flam-tiny or
-openflam-v1-base could reach: PSDS1's detection- and ground-truth-tolerance criteria (0.7)
-cannot be met for events much shorter than a frame. Writes OUT (JSON) and prints it.
+grid of 0.3125 s frames (or each --frame-seconds given). Its PSDS1/PSDS2/AUROC are the
+ceilings any flam-tiny or openflam-v1-base could reach: PSDS1's detection- and
+ground-truth-tolerance criteria (0.7) cannot be met for events much shorter than a frame.
+Other frame lengths show what a finer-grained model could reach. Writes OUT (JSON: one entry,
+or a list with one per frame length) and prints it.
 """
 
 from __future__ import annotations
@@ -24,14 +28,15 @@ sys.path.insert(0, str(HERE.parent))
 from flamcli.evaluation.inputs import read_durations, read_event_table  # noqa: E402
 from flamcli.evaluation.sed import evaluate_sed  # noqa: E402
 
-FRAME_SECONDS = 10.0 / 32
+FRAME_SECONDS = 10.0 / 32  # FLAM's grid: 32 frames per 10 s window
 
 
-def oracle_scores(ground_truth: dict, durations: dict, queries: list[str]) -> dict:
+def oracle_scores(ground_truth: dict, durations: dict, queries: list[str],
+                  frame_seconds: float = FRAME_SECONDS) -> dict:
     scores = {}
     for clip, duration in durations.items():
-        frames = int(np.ceil(duration / FRAME_SECONDS - 1e-9))
-        edges = np.minimum(np.arange(frames + 1) * FRAME_SECONDS, duration)
+        frames = int(np.ceil(duration / frame_seconds - 1e-9))
+        edges = np.minimum(np.arange(frames + 1) * frame_seconds, duration)
         values = np.zeros((frames, len(queries)))
         for onset, offset, label in ground_truth.get(clip, []):
             k = queries.index(label)
@@ -44,18 +49,24 @@ def oracle_scores(ground_truth: dict, durations: dict, queries: list[str]) -> di
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=Path, help="a `flam synth sed` output folder")
+    ap.add_argument("--frame-seconds", type=float, nargs="+", default=[FRAME_SECONDS],
+                    help="frame lengths to score the oracle on (default: FLAM's 0.3125 s)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "sed-ceiling.json")
     args = ap.parse_args(argv)
     truth = read_event_table(args.folder / "ground_truth.tsv")
     durations = read_durations(args.folder / "durations.tsv")
     queries = sorted({label for events in truth.values() for _, _, label in events})
-    report = evaluate_sed(oracle_scores(truth, durations, queries), queries, truth, durations)
     keep = ("psds1", "psds2", "auroc", "mpauc", "event_f1", "segment_f1")
     lengths = np.array([b - a for events in truth.values() for a, b, _ in events])
-    out = {"folder": str(args.folder), "frame_seconds": FRAME_SECONDS,
-           "events": int(lengths.size),
-           "events_shorter_than_one_frame": float(np.mean(lengths < FRAME_SECONDS)),
-           "oracle": {k: report.report[k] for k in keep}}
+    entries = []
+    for frame_seconds in args.frame_seconds:
+        report = evaluate_sed(oracle_scores(truth, durations, queries, frame_seconds), queries,
+                              truth, durations)
+        entries.append({"folder": str(args.folder), "frame_seconds": frame_seconds,
+                        "events": int(lengths.size),
+                        "events_shorter_than_one_frame": float(np.mean(lengths < frame_seconds)),
+                        "oracle": {k: report.report[k] for k in keep}})
+    out = entries[0] if len(entries) == 1 else entries
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))

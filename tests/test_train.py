@@ -239,6 +239,43 @@ def test_train_on_the_fly_from_a_manifest(train_data, tmp_path):
     assert summary["last"]["global"] > 0
 
 
+def test_frames_fine_tunes_a_cnn_model_at_a_finer_grid(cli, train_data, tmp_path):
+    import dataclasses
+
+    from flamcli.models.config import debug_config
+    from flamcli.models.registry import load_model
+
+    config = debug_config()
+    config.audio = dataclasses.replace(config.audio, kind="cnn", channels=(4, 8, 8, 16), frames=32)
+    config_file = tmp_path / "cnn.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    mix, _ = train_data
+    coarse = tmp_path / "coarse"
+    train(quick(mix, coarse, config=str(config_file), max_steps=1), log=lambda m: None)
+    fine = tmp_path / "fine"
+    result = cli("train", "--data", mix, "--output", fine, "--init", coarse, "--frames", 64,
+                 "--max-steps", 1, "--batch-size", 2, "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    before, after = load_model(coarse), load_model(fine)
+    assert before.frames_per_window == 32 and after.frames_per_window == 64
+    assert after.frame_seconds == pytest.approx(before.frame_seconds / 2)
+    # the same weights, one step on: every tensor keeps its shape
+    assert {k: v.shape for k, v in before.state_dict().items()} == \
+        {k: v.shape for k, v in after.state_dict().items()}
+    audio = next((mix / "audio").iterdir())
+    with torch.no_grad():
+        assert after.embed_audio_frames(torch.zeros(1, after.window_samples)).shape[1] == 64
+    assert cli("detect", audio, "dog bark", "--model", fine).exit_code == 0
+    # a transformer tower's frame count is its architecture: refused, naming the option
+    refused = cli("train", "--data", mix, "--output", tmp_path / "x", "--frames", 64,
+                  "--max-steps", 1, "--device", "cpu")
+    assert refused.exit_code != 0 and "--frames 64" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    odd = cli("train", "--data", mix, "--output", tmp_path / "y", "--init", coarse,
+              "--frames", 7, "--max-steps", 1, "--device", "cpu")
+    assert odd.exit_code != 0 and "--frames 7" in odd.stderr
+
+
 def test_augmentations_are_deterministic_and_configurable(train_data):
     from flamcli.training.data import Augment, open_data
 

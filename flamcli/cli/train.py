@@ -42,6 +42,10 @@ def train_command(
     init: Annotated[Optional[str], typer.Option(
         "--init", help="Start from this model (registry name, directory or weights file) "
                        "instead of random weights; its architecture wins over --config.")] = None,
+    frames: Annotated[Optional[int], typer.Option(
+        "--frames", min=1, help="Output frames per window for a cnn audio tower (default: the "
+                                "architecture's). No weight depends on it: --init a model and "
+                                "fine-tune it at a finer time grid.")] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Optimiser steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Clips per process per micro-batch (5 text slots each).")] = 8,
@@ -110,7 +114,8 @@ def train_command(
     log.attach()
     configure_torch(threads)
     cfg = TrainConfig(
-        data=str(data), output=str(output), config=config, init=init, max_steps=max_steps,
+        data=str(data), output=str(output), config=config, init=init, frames=frames,
+        max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, seed=seed, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, resume=resume, global_loss=global_loss,

@@ -44,6 +44,9 @@ class TrainConfig:
     output: str
     config: str = "debug"  # a config name (debug, openflam-v1-base) or a config.json file
     init: str | None = None  # start from this model (registry name, directory, weights)
+    # Output frames per window for a cnn audio tower (None: the architecture's own). No weight
+    # depends on it, so a model trained at one frame rate can be fine-tuned at a finer one.
+    frames: int | None = None
     max_steps: int = 1000
     batch_size: int = 8  # clips per rank per micro-batch
     grad_accum: int = 1
@@ -156,6 +159,7 @@ def build_model(cfg: TrainConfig):
 
     if cfg.init:
         model = load_model(cfg.init, device="cpu")
+        set_frames(model.config, cfg.frames)
         return model
     named = {"debug": debug_config, "openflam-v1-base": openflam_v1_base_config}
     if cfg.config in named:
@@ -169,11 +173,29 @@ def build_model(cfg: TrainConfig):
             config = FlamConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             raise TrainingError(f"--config {path}: {exc}") from None
+    set_frames(config, cfg.frames)
     torch.manual_seed(cfg.seed)
     # From scratch the text tower gets the byte-level tokenizer (ids < 260 fit any vocab).
     model = FlamModel(config, TextTokenizer(byte_tokenizer(), config.text))
     model.info = ModelInfo(name=config.name, source="trained by flam train")
     return model
+
+
+def set_frames(config, frames: int | None) -> None:
+    """Change a cnn tower's output frames per window in place (its module reads the config)."""
+    if frames is None or frames == config.frames_per_window:
+        return
+    if config.audio.kind != "cnn":
+        raise TrainingError(f"--frames {frames}: only a cnn audio tower can change its frame "
+                            f"count ({config.name} has a {config.audio.kind} tower with "
+                            f"{config.frames_per_window} frames per window)")
+    old = config.audio.frames
+    config.audio.frames = frames
+    try:
+        config.validate()
+    except ValueError as exc:
+        config.audio.frames = old
+        raise TrainingError(f"--frames {frames}: {exc}") from None
 
 
 class TextCache:
