@@ -13,8 +13,8 @@ is chosen on --tune and then measured once on --report (a different `flam synth 
 from the same held-out clips), so the reported numbers are not tuned on themselves.
 
 Writes OUT.json (every setting's numbers on the tuning set, the choice, its numbers on the
-report set, and its worst false alarms with what each file held) and OUT.png (refusal vs
-recall, one curve per minimum duration).
+report set overall and per background recording, and its worst false alarms with what each
+file held) and OUT.png (refusal vs recall, one curve per minimum duration).
 """
 
 from __future__ import annotations
@@ -102,6 +102,27 @@ def false_alarms(folder: Path, truth, results, median, threshold, min_duration,
     return sorted(out, key=lambda r: -r["score"])[:limit]
 
 
+def by_background(folder: Path, truth, results, median, threshold, min_duration) -> dict:
+    """Refusal and recall per background recording: is presence limited by what it is heard in?"""
+    counts: dict[str, list[int]] = {}
+    for row, answer_row in zip(truth, answer(truth, results, median, threshold, min_duration)):
+        meta = folder / "meta" / (Path(row["audio_path"]).stem + ".json")
+        if not meta.is_file():
+            return {}
+        plan = json.loads(meta.read_text())
+        name = ",".join(sorted({Path(b["path"]).stem for b in plan.get("background", [])})) or "-"
+        c = counts.setdefault(name, [0, 0, 0, 0])  # negatives, refused, positives, found
+        if row["annotations"]:
+            c[2] += 1
+            c[3] += answer_row["present"]
+        else:
+            c[0] += 1
+            c[1] += not answer_row["present"]
+    return {name: {"negatives": n, "refusal": round(r / n, 4) if n else None,
+                   "positives": m, "recall": round(f / m, 4) if m else None}
+            for name, (n, r, m, f) in sorted(counts.items())}
+
+
 def choose(rows: list[dict], min_refusal: float, min_recall: float) -> dict:
     ok = [r for r in rows if r["refusal"] >= min_refusal and r["recall"] >= min_recall]
     if ok:
@@ -164,6 +185,9 @@ def main(argv=None) -> int:
             report_truth, report_results, chosen["median_filter"], chosen["threshold"],
             chosen["min_duration"])}
         print("on the report set:", json.dumps(out["report"]), file=sys.stderr)
+        out["report"]["by_background"] = by_background(
+            args.report, report_truth, report_results, chosen["median_filter"],
+            chosen["threshold"], chosen["min_duration"])
         out["report"]["false_alarms"] = false_alarms(
             args.report, report_truth, report_results, chosen["median_filter"],
             chosen["threshold"], chosen["min_duration"])
