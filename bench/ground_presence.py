@@ -81,35 +81,38 @@ def measure(truth, results, median, threshold, min_duration) -> dict:
             "joint_f1": report["joint_f1"]}
 
 
-def false_alarms(folder: Path, truth, results, median, threshold, min_duration,
-                 limit: int = 25) -> list[dict]:
+def mixture_plan(folder: Path, audio_path: str) -> dict | None:
+    """The plan `flam synth ground` kept for a mixture (its events and background), if any."""
+    meta = folder / "meta" / (Path(audio_path).stem + ".json")
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def false_alarms(folder: Path, truth, results, answers, median, limit: int = 25) -> list[dict]:
     """The absent queries answered present, highest score first, with what the file held."""
     out = []
-    for row, answer_row in zip(truth, answer(truth, results, median, threshold, min_duration)):
+    for row, answer_row in zip(truth, answers):
         if row["annotations"] or not answer_row["present"]:
             continue
         result = results[row["audio_path"]]
         column = result.queries.index(row["caption"])
-        peak = float(median_filter(result.scores, median)[:, column].max())
+        peak = float(median_filter(result.scores[:, column:column + 1], median).max())
         item = {"audio_path": row["audio_path"], "caption": row["caption"],
                 "score": round(peak, 4)}
-        meta = folder / "meta" / (Path(row["audio_path"]).stem + ".json")
-        if meta.is_file():  # `flam synth ground` folders keep each mixture's plan
-            plan = json.loads(meta.read_text())
+        plan = mixture_plan(folder, row["audio_path"])
+        if plan is not None:
             item["events"] = sorted({o["label"] for o in plan.get("occurrences", [])})
             item["background"] = sorted({Path(b["path"]).stem for b in plan.get("background", [])})
         out.append(item)
     return sorted(out, key=lambda r: -r["score"])[:limit]
 
 
-def by_background(folder: Path, truth, results, median, threshold, min_duration) -> dict:
+def by_background(folder: Path, truth, answers) -> dict:
     """Refusal and recall per background recording: is presence limited by what it is heard in?"""
     counts: dict[str, list[int]] = {}
-    for row, answer_row in zip(truth, answer(truth, results, median, threshold, min_duration)):
-        meta = folder / "meta" / (Path(row["audio_path"]).stem + ".json")
-        if not meta.is_file():
+    for row, answer_row in zip(truth, answers):
+        plan = mixture_plan(folder, row["audio_path"])
+        if plan is None:
             return {}
-        plan = json.loads(meta.read_text())
         name = ",".join(sorted({Path(b["path"]).stem for b in plan.get("background", [])})) or "-"
         c = counts.setdefault(name, [0, 0, 0, 0])  # negatives, refused, positives, found
         if row["annotations"]:
@@ -185,12 +188,11 @@ def main(argv=None) -> int:
             report_truth, report_results, chosen["median_filter"], chosen["threshold"],
             chosen["min_duration"])}
         print("on the report set:", json.dumps(out["report"]), file=sys.stderr)
-        out["report"]["by_background"] = by_background(
-            args.report, report_truth, report_results, chosen["median_filter"],
-            chosen["threshold"], chosen["min_duration"])
+        answers = answer(report_truth, report_results, chosen["median_filter"],
+                         chosen["threshold"], chosen["min_duration"])
+        out["report"]["by_background"] = by_background(args.report, report_truth, answers)
         out["report"]["false_alarms"] = false_alarms(
-            args.report, report_truth, report_results, chosen["median_filter"],
-            chosen["threshold"], chosen["min_duration"])
+            args.report, report_truth, report_results, answers, chosen["median_filter"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     plot(rows, chosen, args.out.with_suffix(".png"),

@@ -43,8 +43,8 @@ def statistics(model, folder: Path, truth: list[dict]) -> list[dict]:
         audio, rate = sf.read(folder / name, dtype="float32", always_2d=True)
         audio = resample(audio.mean(axis=1), rate, model.sample_rate)
         starts = range(0, max(1, len(audio) - window + hop), hop)
-        windows = np.stack([np.pad(audio[s:s + window], (0, max(0, window - len(audio[s:s + window]))))
-                            for s in starts])
+        pieces = [audio[s:s + window] for s in starts]
+        windows = np.stack([np.pad(piece, (0, window - len(piece))) for piece in pieces])
         with torch.no_grad():
             embedded[name] = model.embed_audio(torch.from_numpy(windows))
     rows = []
