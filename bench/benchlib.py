@@ -1,8 +1,10 @@
-"""Shared by the bench scripts: the machine they ran on, and a frozen copy of flamcli/."""
+"""Shared by the bench scripts: the machine they ran on, a frozen copy of flamcli/, and how a
+result file is written."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import shutil
 import subprocess
@@ -53,3 +55,11 @@ def snapshot_code(scratch: Path) -> tuple[str, dict]:
     return str(code), {"git_head": git("rev-parse", "--short", "HEAD"),
                        "flamcli_dirty": bool(git("status", "--porcelain", "--", "flamcli")),
                        "flamcli_sha256_12": digest.hexdigest()[:12]}
+
+
+def write_result(path: Path, result) -> None:
+    """Write a result as indented JSON (creating its folder) and echo it on stdout."""
+    text = json.dumps(result, indent=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
+    print(text)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchlib import write_result  # noqa: E402
 from flamcli.audio import resample  # noqa: E402
 from flamcli.models import load_model  # noqa: E402
 from flamcli.models.flam import calibrated_probability  # noqa: E402
@@ -82,9 +83,7 @@ def main(argv=None) -> int:
     rows = statistics(model, args.folder, truth)
     out = {"model": model.info.as_dict(), "folder": str(args.folder), "queries": len(rows),
            "statistics": {key: separation(rows, key) for key in STATISTICS}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    write_result(args.out, out)
     return 0
 
 

@@ -16,7 +16,6 @@ or a list with one per frame length) and prints it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchlib import write_result  # noqa: E402
 from flamcli.evaluation.inputs import read_durations, read_event_table  # noqa: E402
 from flamcli.evaluation.sed import evaluate_sed  # noqa: E402
 
@@ -67,9 +67,7 @@ def main(argv=None) -> int:
                         "events_shorter_than_one_frame": float(np.mean(lengths < frame_seconds)),
                         "oracle": {k: report.report[k] for k in keep}})
     out = entries[0] if len(entries) == 1 else entries
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps(out, indent=1))
+    write_result(args.out, out)
     return 0
 
 
