@@ -539,3 +539,108 @@ def test_split_by_source_clip_is_stable_and_covers_labels(tmp_path, cli):
                  "--validation", str(tmp_path / "v.csv"), "--fraction", "0.2", "--seed", "1")
     assert result.exit_code == 0
     assert [c.path for c in read_manifest(tmp_path / "v.csv")] == [c.path for c in held]
+
+
+# ---------------------------------------------------------------------------------------------
+# Background augmentation
+
+AUG_RATE = 16000
+AUG_TONES = {"low_ambience.wav": 1400.0, "high_ambience.wav": 4400.0}  # steady tones
+RAMP_TONE = 6000.0  # ramp_ambience.wav: a tone that grows louder, to see which way it plays
+QUIET_EVENTS = (-60.0, -60.0)  # events far below the background: only the background is measured
+
+
+@pytest.fixture(scope="module")
+def aug_bank(tmp_path_factory):
+    root = tmp_path_factory.mktemp("aug")
+    (root / "amb").mkdir()
+    n = 20 * AUG_RATE
+    t = np.arange(n) / AUG_RATE
+    for name, freq in AUG_TONES.items():
+        sf.write(root / "amb" / name, 0.2 * np.sin(2 * np.pi * freq * t), AUG_RATE)
+    sf.write(root / "amb" / "ramp_ambience.wav",
+             np.linspace(0.02, 0.4, n) * np.sin(2 * np.pi * RAMP_TONE * t), AUG_RATE)
+    sf.write(root / "amb" / "noise_ambience.wav",
+             0.1 * np.random.default_rng(3).standard_normal(15 * AUG_RATE), AUG_RATE)
+    sf.write(root / "dog_bark.wav", tone_clip(500.0, 0.8, AUG_RATE), AUG_RATE)
+    clips, skipped = index_directory(root)
+    assert not skipped
+    return AudioBank.load(clips, SedRecipe(sample_rate=AUG_RATE))[0]
+
+
+def tone_db(audio: np.ndarray, freq: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio)))) ** 2
+    bins = np.fft.rfftfreq(len(audio), 1 / AUG_RATE)
+    return 10 * np.log10(spectrum[np.abs(bins - freq) < 20].sum() + 1e-20)
+
+
+def first_mixture(bank, recipe, wanted) -> "object":
+    """The first mixture (by index) whose background recordings are exactly ``wanted``."""
+    for index in range(200):
+        mixture = make_mixture(bank, recipe, 0, index)
+        if {Path(b["path"]).name for b in mixture.plan["background"]} == set(wanted):
+            return mixture
+    raise AssertionError(f"no mixture with {wanted}")
+
+
+def test_default_recipes_leave_the_background_alone(bank16):
+    plan = plan_sed(bank16, SedRecipe(sample_rate=16000), 0, 0)
+    assert "background_layers" not in plan and "background_tilt_db" not in plan
+    assert len({b["path"] for b in plan["background"]}) == 1
+
+
+def test_layers_mix_different_recordings_at_the_drawn_levels(aug_bank):
+    recipe = SedRecipe(sample_rate=AUG_RATE, background_layers=(2, 2), layer_db=(-6.0, -6.0),
+                       event_db=QUIET_EVENTS)
+    mixture = first_mixture(aug_bank, recipe, AUG_TONES)
+    first = Path(next(b["path"] for b in mixture.plan["background"] if b["layer"] == 0)).name
+    second = next(name for name in AUG_TONES if name != first)
+    difference = tone_db(mixture.audio, AUG_TONES[first]) - tone_db(mixture.audio,
+                                                                      AUG_TONES[second])
+    assert difference == pytest.approx(6.0, abs=0.3)
+    level = 20 * np.log10(np.sqrt(np.mean(mixture.audio.astype(np.float64) ** 2)))
+    # Two layers: the drawn level plus the second layer's power (10·log10(1 + 10^-0.6)).
+    assert level == pytest.approx(mixture.plan["background_dbfs"] + 0.97, abs=0.3)
+
+
+def test_speed_shifts_pitch_and_reverse_plays_backwards(aug_bank):
+    recipe = SedRecipe(sample_rate=AUG_RATE, background_speed=(1.25, 1.25),
+                       background_reverse_rate=1.0, event_db=QUIET_EVENTS)
+    steady = first_mixture(aug_bank, recipe, ["low_ambience.wav"]).audio
+    assert tone_db(steady, 1400 * 1.25) - tone_db(steady, 1400) > 30
+    ramp = first_mixture(aug_bank, recipe, ["ramp_ambience.wav"]).audio
+    second = AUG_RATE
+    start, end = tone_db(ramp[:second], RAMP_TONE * 1.25), tone_db(ramp[-second:],
+                                                                   RAMP_TONE * 1.25)
+    assert start - end > 3  # a tone that grows louder now fades: it plays backwards
+    forwards = SedRecipe(sample_rate=AUG_RATE, background_speed=(1.25, 1.25),
+                         event_db=QUIET_EVENTS)
+    ramp = first_mixture(aug_bank, forwards, ["ramp_ambience.wav"]).audio
+    assert tone_db(ramp[-second:], RAMP_TONE * 1.25) - tone_db(ramp[:second], RAMP_TONE * 1.25) > 3
+
+
+def test_tilt_colours_the_noise_but_keeps_its_level(aug_bank, tmp_path):
+    recipe = SedRecipe(sample_rate=AUG_RATE, background_tilt_db=6.0, event_db=QUIET_EVENTS)
+    mixture = first_mixture(aug_bank, recipe, ["noise_ambience.wav"])
+    tilt = mixture.plan["background_tilt_db"]
+    assert 1.0 < abs(tilt) <= 6.0
+    audio = mixture.audio.astype(np.float64)
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    bins = np.fft.rfftfreq(len(audio), 1 / AUG_RATE)
+    low, high = (bins > 200) & (bins < 350), (bins > 6500) & (bins < 7500)
+    measured = 10 * np.log10(power[high].mean() / power[low].mean())
+    gain = 10 ** (tilt * np.log2(np.maximum(bins, 20) / 1000) / 10)  # the tilt's power gain
+    assert measured == pytest.approx(10 * np.log10(gain[high].mean() / gain[low].mean()), abs=1.0)
+    level = 20 * np.log10(np.sqrt(np.mean(audio**2)))
+    assert level == pytest.approx(mixture.plan["background_dbfs"], abs=0.3)
+    # The plan in the metadata renders the same audio again.
+    again = rerender(json.loads(json.dumps(mixture.metadata())), aug_bank, recipe)
+    assert np.array_equal(again.audio, mixture.audio)
+
+
+def test_background_augmentation_fields_are_validated():
+    for field, value in [("background_layers", (0, 1)), ("background_layers", (1, 5)),
+                         ("layer_db", (-3.0, 2.0)), ("background_speed", (0.4, 1.0)),
+                         ("background_reverse_rate", 1.5), ("background_tilt_db", 9.0)]:
+        with pytest.raises(RecipeError, match=field):
+            SedRecipe(**{field: value}).validate()

@@ -425,3 +425,30 @@ def test_validation_metrics_during_training(cli, train_data, tmp_path):
               "--max-steps", 1, "--batch-size", 2, "--device", "cpu",
               "--validation", tmp_path)
     assert bad.exit_code == 3 and "--validation" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_recipe_shapes_on_the_fly_mixtures_and_is_saved(cli, train_data, tmp_path):
+    from flamcli.synth import SedRecipe, make_mixture
+    from flamcli.training.data import open_data
+
+    folder, manifest = train_data
+    recipe = SedRecipe(background_layers=(2, 2), background_tilt_db=2.0, duration=3.0)
+    recipe.save(tmp_path / "recipe.json")
+    result = cli("train", "--data", manifest, "--output", tmp_path / "m", "--config", "debug",
+                 "--max-steps", 1, "--batch-size", 2, "--recipe", tmp_path / "recipe.json")
+    assert result.exit_code == 0, result.stderr
+    saved = SedRecipe.load(tmp_path / "m" / "recipe.json")
+    # The augmentation is kept; the rate and length follow the model, not the file.
+    assert saved.background_layers == (2, 2) and saved.background_tilt_db == 2.0
+    assert saved.duration == 10.0 and saved.sample_rate == 16000
+    data = open_data(manifest, 16000, 10.0, seed=0, recipe=saved)
+    assert len(make_mixture(data.bank, saved, 0, 0).plan["background_layers"]) == 2
+    # A pre-rendered folder cannot be re-shaped, and a bad recipe names the option.
+    refused = cli("train", "--data", folder, "--output", tmp_path / "f", "--config", "debug",
+                  "--max-steps", 1, "--recipe", tmp_path / "recipe.json")
+    assert refused.exit_code != 0 and "already rendered" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    (tmp_path / "bad.json").write_text('{"recipe": "sed", "background_layers": [0, 1]}')
+    bad = cli("train", "--data", manifest, "--output", tmp_path / "b", "--config", "debug",
+              "--max-steps", 1, "--recipe", tmp_path / "bad.json")
+    assert bad.exit_code != 0 and "--recipe" in bad.stderr and "background_layers" in bad.stderr

@@ -86,6 +86,11 @@ def train_command(
         "--tag-matches", help="mask: a tag or caption that fits a clip without labelling it "
                               "is not a negative for that clip; negative: the paper's rule "
                               "(every unlabelled description is negative).")] = "mask",
+    recipe: Annotated[Optional[Path], typer.Option(
+        "--recipe", dir_okay=False,
+        help="SED recipe JSON for mixtures made on the fly from a manifest --data (see `flam "
+             "synth recipe sed`), e.g. background augmentation; its rate and duration follow "
+             "the model. Saved as OUTPUT/recipe.json.")] = None,
     tags: Annotated[Optional[Path], typer.Option(
         "--tags", help="Manifest giving each caption's tags (automatic for a manifest --data).")
     ] = None,
@@ -121,6 +126,7 @@ def train_command(
         keep_checkpoints=keep_checkpoints, resume=resume, global_loss=global_loss,
         sed_weight=sed_weight, prior_weight=prior_weight, global_weight=global_weight,
         tag_rate=tag_rate, phrase_rate=phrase_rate, tag_matches=tag_matches, tags_manifest=str(tags) if tags else None,
+        recipe=str(recipe) if recipe else None,
         downsample_rate=downsample_rate, freeze_audio=freeze_audio, freeze_text=freeze_text,
         compile=compile_, device=device, command=_command(ctx),
         validation=str(validation) if validation else None, eval_every=eval_every)

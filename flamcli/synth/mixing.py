@@ -240,9 +240,11 @@ class _Timeline:
         return None
 
 
-def _background_pieces(bank: AudioBank, rng: np.random.Generator, total: int) -> list[dict]:
+def _background_pieces(bank: AudioBank, rng: np.random.Generator, total: int,
+                       index: int | None = None) -> list[dict]:
     """One background clip cropped to ``total`` samples, looped with crossfades if shorter."""
-    index = int(rng.integers(len(bank.backgrounds)))
+    if index is None:
+        index = int(rng.integers(len(bank.backgrounds)))
     clip = bank.backgrounds[index]
     length = len(clip.audio)
     if length >= total:
@@ -300,20 +302,56 @@ def _occurrence(clip: BankClip, group: int, mode: str, clip_start: int, length: 
 def _new_plan(bank: AudioBank, recipe: Recipe, seed: int, index: int, rng, total: int) -> dict:
     """The parts every plan starts with: identity, length and a background at a drawn level."""
     background_dbfs = round(float(rng.uniform(*recipe.background_dbfs)), 4)
+    plan = {"id": mixture_id(recipe, index), "recipe": recipe.name, "seed": int(seed),
+            "index": int(index), "sample_rate": recipe.sample_rate, "samples": total,
+            "background_dbfs": background_dbfs, "occurrences": []}
+    if recipe.augments_background():
+        plan.update(_augmented_background(bank, recipe, rng, total, background_dbfs))
+        return plan
     background = _background_pieces(bank, rng, total)
     gain = round(background_dbfs - bank.by_path[background[0]["path"]].level_db, 4)
     for piece in background:
         piece["gain_db"] = gain
-    return {"id": mixture_id(recipe, index), "recipe": recipe.name, "seed": int(seed),
-            "index": int(index), "sample_rate": recipe.sample_rate, "samples": total,
-            "background_dbfs": background_dbfs, "background": background, "occurrences": []}
+    plan["background"] = background
+    return plan
+
+
+def _playback_speed(speed: float) -> float:
+    """Speeds on a 1/40 grid: resampling then uses a short kernel (rates share a big factor)."""
+    return round(speed * 40) / 40
+
+
+def _augmented_background(bank: AudioBank, recipe: Recipe, rng, total: int,
+                          background_dbfs: float) -> dict:
+    """Background pieces of one or more layers, each layer with a speed and a direction.
+
+    Layer 0 sits at ``background_dbfs``; extra layers are other recordings ``layer_db`` below
+    it. A layer at speed s reads ``s · total`` source samples and is resampled to ``total``.
+    """
+    layers_wanted = int(rng.integers(recipe.background_layers[0],
+                                     recipe.background_layers[1] + 1))
+    count = min(layers_wanted, len(bank.backgrounds))
+    chosen = rng.choice(len(bank.backgrounds), size=count, replace=False)
+    pieces, layers = [], []
+    for layer, index in enumerate(int(i) for i in chosen):
+        speed = _playback_speed(float(rng.uniform(*recipe.background_speed)))
+        reverse = bool(rng.random() < recipe.background_reverse_rate)
+        source = math.ceil(total * speed)
+        relative = 0.0 if layer == 0 else float(rng.uniform(*recipe.layer_db))
+        gain = round(background_dbfs + relative - bank.backgrounds[index].level_db, 4)
+        for piece in _background_pieces(bank, rng, source, index):
+            pieces.append({**piece, "gain_db": gain, "layer": layer})
+        layers.append({"samples": source, "speed": speed, "reverse": reverse})
+    tilt = float(rng.uniform(-recipe.background_tilt_db, recipe.background_tilt_db))
+    return {"background": pieces, "background_layers": layers,
+            "background_tilt_db": round(tilt, 3)}
 
 
 def _add_negatives(plan: dict, bank: AudioBank, recipe: Recipe, rng) -> dict:
     occurrences = plan["occurrences"]
     present = {o["label"] for o in occurrences}
     avoid = _related_words(bank, [o["path"] for o in occurrences]
-                           + [plan["background"][0]["path"]])
+                           + sorted({b["path"] for b in plan["background"]}))
     plan["negatives"] = _negatives(bank, present, avoid, recipe.negatives, rng)
     return plan
 
@@ -446,6 +484,38 @@ def _piece_audio(bank: AudioBank, piece: dict) -> np.ndarray:
     return audio if envelope is None else audio * envelope
 
 
+TILT_LIMIT_DB = 18.0  # the tilt stops growing this far from 1 kHz (in dB)
+
+
+def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:
+    """Render every layer (backwards and resampled as planned), sum, then tilt the spectrum."""
+    total, rate = plan["samples"], plan["sample_rate"]
+    mix = np.zeros(total, dtype=np.float32)
+    for number, layer in enumerate(plan["background_layers"]):
+        audio = np.zeros(layer["samples"], dtype=np.float32)
+        for piece in plan["background"]:
+            if piece.get("layer", 0) == number:
+                audio[piece["onset"]: piece["onset"] + piece["length"]] += _piece_audio(bank,
+                                                                                        piece)
+        if layer["reverse"]:
+            audio = np.ascontiguousarray(audio[::-1])
+        if layer["speed"] != 1.0:  # played at s× speed: read at rate s·sr, written at sr
+            audio = resample(audio, round(rate * layer["speed"]), rate)
+        n = min(total, len(audio))
+        mix[:n] += audio[:n]
+    tilt = plan.get("background_tilt_db", 0.0)
+    if tilt and total:
+        spectrum = np.fft.rfft(mix.astype(np.float64))
+        octaves = np.log2(np.maximum(np.fft.rfftfreq(total, 1.0 / rate), 20.0) / 1000.0)
+        gain_db = np.clip(tilt * octaves, -TILT_LIMIT_DB, TILT_LIMIT_DB)
+        tilted = np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=total)
+        # Keep the drawn background level: the tilt changes colour, not loudness.
+        before, after = float(np.sqrt(np.mean(mix.astype(np.float64) ** 2))), \
+            float(np.sqrt(np.mean(tilted**2)))
+        mix = (tilted * (before / after if after > 0 else 0.0)).astype(np.float32)
+    return mix
+
+
 def smooth_frames(active: np.ndarray, recipe: Recipe, event_frames: int) -> np.ndarray:
     """FLAM's label smoothing: fill short gaps, then drop blips of long events."""
     active = active.copy()
@@ -484,9 +554,12 @@ def render(plan: dict, bank: AudioBank, recipe: Recipe) -> Mixture:
     """Audio and A-weighted frame labels of a plan (deterministic)."""
     total = plan["samples"]
     meter = bank.meter
-    mix = np.zeros(total, dtype=np.float32)
-    for piece in plan["background"]:
-        mix[piece["onset"]: piece["onset"] + piece["length"]] += _piece_audio(bank, piece)
+    if "background_layers" in plan:
+        mix = _augmented_background_audio(plan, bank)
+    else:
+        mix = np.zeros(total, dtype=np.float32)
+        for piece in plan["background"]:
+            mix[piece["onset"]: piece["onset"] + piece["length"]] += _piece_audio(bank, piece)
     n_frames = math.ceil(total / meter.hop)
     masks: dict[str, np.ndarray] = {}
     for piece in plan["occurrences"]:

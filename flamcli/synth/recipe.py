@@ -45,6 +45,15 @@ class Recipe:
     min_run_event_frames: int = 10  # … when the event is longer than this
     negatives: int = 2  # absent captions (unrelated to the background) per mixture
     peak_limit: float = 0.89  # mixtures louder than -1 dBFS are scaled down: never clipped
+    # Background augmentation, off by default so existing recipes make the same mixtures. A
+    # model trained on a few dozen ambience recordings learns those recordings; varying them
+    # (layered, faster or slower, backwards, brighter or darker) makes unheard ambiences less
+    # likely to be mistaken for events.
+    background_layers: tuple[int, int] = (1, 1)  # different ambience recordings layered
+    layer_db: tuple[float, float] = (-10.0, 0.0)  # each extra layer's level relative to the first
+    background_speed: tuple[float, float] = (1.0, 1.0)  # playback-rate factor per layer
+    background_reverse_rate: float = 0.0  # probability that a layer plays backwards
+    background_tilt_db: float = 0.0  # spectral tilt drawn in ±this many dB per octave
 
     name = "recipe"
 
@@ -64,6 +73,18 @@ class Recipe:
         check(0 < self.label_hop <= self.label_window, "label_hop must be > 0 and ≤ label_window")
         check(self.negatives >= 0, "negatives must be ≥ 0")
         check(0 < self.peak_limit < 1, "peak_limit must be between 0 and 1")
+        check(1 <= self.background_layers[0] <= self.background_layers[1] <= 4,
+              "background_layers: need 1 ≤ low ≤ high ≤ 4")
+        check(self.layer_db[0] <= self.layer_db[1] <= 0,
+              "layer_db: need low ≤ high ≤ 0 (extra layers are never louder than the first)")
+        check(0.5 <= self.background_speed[0] <= self.background_speed[1] <= 2.0,
+              "background_speed: need 0.5 ≤ low ≤ high ≤ 2")
+        check(0 <= self.background_reverse_rate <= 1, "background_reverse_rate must be 0–1")
+        check(0 <= self.background_tilt_db <= 6, "background_tilt_db must be 0–6 dB per octave")
+
+    def augments_background(self) -> bool:
+        return (self.background_layers != (1, 1) or self.background_speed != (1.0, 1.0)
+                or self.background_reverse_rate > 0 or self.background_tilt_db > 0)
 
     # -- files ----------------------------------------------------------------------------
     def to_dict(self) -> dict:

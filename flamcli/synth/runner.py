@@ -191,5 +191,6 @@ def write_tables(out: Path, recipe: Recipe, count: int) -> None:
 def rerender(meta: dict, bank: AudioBank, recipe: Recipe) -> Mixture:
     """The mixture a metadata file describes, rendered again from its sources."""
     keys = ("id", "recipe", "seed", "index", "sample_rate", "samples", "background_dbfs",
-            "background", "occurrences", "negatives", "targets", "dropped_pieces")
+            "background", "background_layers", "background_tilt_db", "occurrences",
+            "negatives", "targets", "dropped_pieces")
     return render({k: meta[k] for k in keys if k in meta}, bank, recipe)

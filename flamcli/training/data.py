@@ -218,9 +218,12 @@ def manifest_phrasings(clips) -> dict[str, list[str]]:
 
 
 def open_data(path: str | Path, sample_rate: int, window_seconds: float, seed: int = 0,
-              augment: Augment | None = None, tags_manifest: str | Path | None = None
-              ) -> TrainingData:
-    """A synth output folder, or a corpus manifest (.csv/.jsonl) for on-the-fly mixtures."""
+              augment: Augment | None = None, tags_manifest: str | Path | None = None,
+              recipe=None) -> TrainingData:
+    """A synth output folder, or a corpus manifest (.csv/.jsonl) for on-the-fly mixtures.
+
+    ``recipe`` (a SedRecipe) shapes on-the-fly mixtures; a pre-rendered folder refuses it.
+    """
     path = Path(path)
     tags = phrasings = None
     if tags_manifest:
@@ -232,9 +235,12 @@ def open_data(path: str | Path, sample_rate: int, window_seconds: float, seed: i
     kw = dict(sample_rate=sample_rate, window_seconds=window_seconds, seed=seed,
               augment=augment, tags=tags, phrasings=phrasings)
     if path.is_dir():
+        if recipe is not None:
+            raise DataError(f"{path}: a recipe shapes mixtures made on the fly from a manifest; "
+                            "this folder's mixtures are already rendered")
         return FolderData(path, **kw)
     if path.is_file() and path.suffix.lower() in (".csv", ".jsonl", ".json"):
-        return SynthData(path, **kw)
+        return SynthData(path, recipe=recipe, **kw)
     if not path.exists():
         raise DataError(f"{path}: no such folder or manifest")
     raise DataError(f"{path}: expected a `flam synth` output folder or a .csv/.jsonl manifest")

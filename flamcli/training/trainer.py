@@ -70,6 +70,9 @@ class TrainConfig:
     tag_matches: str = "mask"
     downsample_rate: float = 0.3
     tags_manifest: str | None = None
+    # A `flam synth` SED recipe file for on-the-fly mixtures (e.g. background augmentation);
+    # its rate and duration follow the model. None: the recipe defaults.
+    recipe: str | None = None
     freeze_audio: bool = False
     freeze_text: bool = False
     compile: bool = False
@@ -353,6 +356,21 @@ def _truncate_metrics(path: Path, step: int) -> None:
 # The loop
 
 
+def _training_recipe(path: str | None, sample_rate: int, window: float):
+    """The SED recipe file for on-the-fly mixtures, at the model's rate and window length."""
+    if path is None:
+        return None
+    from ..synth import RecipeError, SedRecipe
+
+    try:
+        recipe = SedRecipe.load(path)
+        recipe.sample_rate, recipe.duration = sample_rate, window
+        recipe.validate()
+    except RecipeError as exc:
+        raise TrainingError(f"--recipe {exc}") from None
+    return recipe
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train; returns a summary. Raises TrainingError (data, NaN, out of memory, resume)."""
     from .batch import loss_inputs
@@ -365,11 +383,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     out = Path(cfg.output)
     model = build_model(cfg)
     window = model.config.frontend.window_seconds
+    recipe = _training_recipe(cfg.recipe, model.sample_rate, window)
     try:
         data = open_data(cfg.data, model.sample_rate, window, seed=cfg.seed,
                          augment=Augment(tag_rate=cfg.tag_rate, downsample_rate=cfg.downsample_rate,
                                          phrase_rate=cfg.phrase_rate),
-                         tags_manifest=cfg.tags_manifest)
+                         tags_manifest=cfg.tags_manifest, recipe=recipe)
     except DataError as exc:
         raise TrainingError(str(exc)) from None
     if cfg.freeze_audio:
@@ -412,6 +431,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             dist.broadcast(tensor.data, src=0)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
+        if recipe is not None:  # the mixtures this run saw, beside its weights
+            recipe.save(out / "recipe.json")
         for log_file in (metrics, out / "validation.jsonl"):  # back to the resumed step
             if step == 0 and log_file.exists():
                 log_file.unlink()
