@@ -13,8 +13,9 @@ is chosen on --tune and then measured once on --report (a different `flam synth 
 from the same held-out clips), so the reported numbers are not tuned on themselves.
 
 Writes OUT.json (every setting's numbers on the tuning set, the choice, its numbers on the
-report set overall and per background recording, and its worst false alarms with what each
-file held) and OUT.png (refusal vs recall, one curve per minimum duration).
+report set overall and per background recording, its worst false alarms with what each file
+held and what sounded at the peak, and the most-refusing setting that keeps --min-recall on
+the tuning set, measured on the report set: one comparison point for every model) and OUT.png (refusal vs recall, one curve per minimum duration).
 """
 
 from __future__ import annotations
@@ -87,23 +88,41 @@ def mixture_plan(folder: Path, audio_path: str) -> dict | None:
     return json.loads(meta.read_text()) if meta.is_file() else None
 
 
-def false_alarms(folder: Path, truth, results, answers, median, limit: int = 25) -> list[dict]:
-    """The absent queries answered present, highest score first, with what the file held."""
+def peak_source(plan: dict, seconds: float, tolerance: float) -> str:
+    """The labelled event sounding at ``seconds`` (± tolerance), or "background"."""
+    for label, intervals in sorted(plan.get("labels", {}).items()):
+        if any(onset - tolerance <= seconds <= offset + tolerance for onset, offset in intervals):
+            return label
+    return "background"
+
+
+def false_alarms(folder: Path, truth, results, answers, median) -> list[dict]:
+    """Every absent query answered present, highest score first: what the file held and
+    what was sounding at the peak (another event, or only the background)."""
     out = []
     for row, answer_row in zip(truth, answers):
         if row["annotations"] or not answer_row["present"]:
             continue
         result = results[row["audio_path"]]
         column = result.queries.index(row["caption"])
-        peak = float(median_filter(result.scores[:, column:column + 1], median).max())
+        smoothed = median_filter(result.scores[:, column:column + 1], median)[:, 0]
         item = {"audio_path": row["audio_path"], "caption": row["caption"],
-                "score": round(peak, 4)}
+                "score": round(float(smoothed.max()), 4)}
         plan = mixture_plan(folder, row["audio_path"])
         if plan is not None:
             item["events"] = sorted({o["label"] for o in plan.get("occurrences", [])})
             item["background"] = sorted({Path(b["path"]).stem for b in plan.get("background", [])})
+            peak_seconds = (int(smoothed.argmax()) + 0.5) * result.frame_seconds
+            item["peak_on"] = peak_source(plan, peak_seconds, result.frame_seconds)
         out.append(item)
-    return sorted(out, key=lambda r: -r["score"])[:limit]
+    return sorted(out, key=lambda r: -r["score"])
+
+
+def at_recall(rows: list[dict], min_recall: float) -> dict | None:
+    """The setting that refuses most while finding ≥ min_recall: a model-to-model comparison
+    at one recall, whatever the chosen balance."""
+    eligible = [r for r in rows if r["recall"] >= min_recall]
+    return max(eligible, key=lambda r: (r["refusal"], r["miou"])) if eligible else None
 
 
 def by_background(folder: Path, truth, answers) -> dict:
@@ -191,8 +210,18 @@ def main(argv=None) -> int:
         answers = answer(report_truth, report_results, chosen["median_filter"],
                          chosen["threshold"], chosen["min_duration"])
         out["report"]["by_background"] = by_background(args.report, report_truth, answers)
-        out["report"]["false_alarms"] = false_alarms(
-            args.report, report_truth, report_results, answers, chosen["median_filter"])
+        alarms = false_alarms(args.report, report_truth, report_results, answers,
+                              chosen["median_filter"])
+        on_background = sum(a.get("peak_on") == "background" for a in alarms)
+        out["report"]["false_alarm_peaks"] = {"on_another_event": len(alarms) - on_background,
+                                              "on_background_only": on_background}
+        out["report"]["false_alarms"] = alarms[:25]
+        fixed = at_recall(rows, args.min_recall)
+        if fixed is not None:  # the same comparison point for every model
+            out["at_target_recall"] = {"tune": fixed, "report": measure(
+                report_truth, report_results, fixed["median_filter"], fixed["threshold"],
+                fixed["min_duration"])}
+            print("at the target recall:", json.dumps(out["at_target_recall"]), file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     plot(rows, chosen, args.out.with_suffix(".png"),
