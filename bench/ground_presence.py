@@ -14,8 +14,10 @@ from the same held-out clips), so the reported numbers are not tuned on themselv
 
 Writes OUT.json (every setting's numbers on the tuning set, the choice, its numbers on the
 report set overall and per background recording, its worst false alarms with what each file
-held and what sounded at the peak, and the most-refusing setting that keeps --min-recall on
-the tuning set, measured on the report set: one comparison point for every model) and OUT.png (refusal vs recall, one curve per minimum duration).
+held and what sounded at the peak; the threshold chosen by the same rule among the settings
+with flam ground's own median filter and minimum duration, which is the one a model ships as
+``presence_threshold``; and the most-refusing setting that keeps --min-recall on the tuning
+set, measured on the report set: one comparison point for every model) and OUT.png (refusal vs recall, one curve per minimum duration).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from flamcli.detection import iter_detect  # noqa: E402
 from flamcli.evaluation.grounding import evaluate_grounding, read_grounding  # noqa: E402
-from flamcli.events import median_filter, scores_to_events  # noqa: E402
+from flamcli.events import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION,  # noqa: E402
+                            median_filter, scores_to_events)
 from flamcli.models import load_model  # noqa: E402
 
 # Finer steps at the top, where a small model's refusal/recall trade-off lives.
@@ -216,6 +219,15 @@ def main(argv=None) -> int:
         out["report"]["false_alarm_peaks"] = {"on_another_event": len(alarms) - on_background,
                                               "on_background_only": on_background}
         out["report"]["false_alarms"] = alarms[:25]
+        # The threshold a model should ship (config.json presence_threshold): the same rule,
+        # among the settings that keep flam ground's own median filter and minimum duration.
+        own = choose([r for r in rows if r["median_filter"] == DEFAULT_GROUND_MEDIAN_FILTER
+                      and r["min_duration"] == DEFAULT_MIN_DURATION],
+                     args.min_refusal, args.min_recall)
+        out["for_defaults"] = {"tune": own, "report": measure(
+            report_truth, report_results, own["median_filter"], own["threshold"],
+            own["min_duration"])}
+        print("with flam ground's defaults:", json.dumps(out["for_defaults"]), file=sys.stderr)
         fixed = at_recall(rows, args.min_recall)
         if fixed is not None:  # the same comparison point for every model
             out["at_target_recall"] = {"tune": fixed, "report": measure(
