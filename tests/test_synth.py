@@ -367,6 +367,17 @@ def test_resume_skips_finished_and_redoes_unfinished(clips, tmp_path):
     with pytest.raises(SynthError, match="another recipe, seed or corpus"):
         synthesize(clips, recipe, out, 8, seed=2)
     assert digest_tree(out) == after
+    # A folder written before the recipe had the background-augmentation fields still resumes
+    # (their defaults change nothing); with augmentation switched on, it is another recipe.
+    settings = json.loads((out / "synth.json").read_text())
+    for name in ("background_layers", "layer_db", "background_speed",
+                 "background_reverse_rate", "background_tilt_db"):
+        del settings["recipe"][name]
+    (out / "synth.json").write_text(json.dumps(settings))
+    assert synthesize(clips, recipe, out, 9, seed=1).made == 1
+    with pytest.raises(SynthError, match="another recipe"):
+        synthesize(clips, SedRecipe(sample_rate=16000, audio_format="wav",
+                                    background_tilt_db=2.0), out, 9, seed=1)
 
 
 def test_metadata_rerenders_the_mixture(clips, tmp_path):

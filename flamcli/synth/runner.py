@@ -30,7 +30,7 @@ import numpy as np
 from ..io import atomic_path, write_text_atomic
 from .corpus import Clip, Skipped
 from .mixing import AudioBank, Mixture, check_bank, make_mixture, mixture_id, render
-from .recipe import Recipe
+from .recipe import Recipe, RecipeError
 
 
 class SynthError(Exception):
@@ -125,7 +125,11 @@ def synthesize(
     if settings_path.exists():
         try:
             previous = json.loads(settings_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            # A folder written before a recipe gained fields lacks them: their defaults
+            # leave mixtures unchanged, so it resumes as if they had been written.
+            previous["recipe"] = json.loads(json.dumps(
+                type(recipe).from_dict(previous["recipe"]).to_dict()))
+        except (OSError, json.JSONDecodeError, TypeError, KeyError, RecipeError):
             previous = None
         if previous != settings:
             raise SynthError(
