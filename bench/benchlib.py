@@ -63,3 +63,14 @@ def write_result(path: Path, result) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
     print(text)
+
+
+def mixture_plan(folder: Path, audio_path: str) -> dict | None:
+    """The plan `flam synth` kept for a mixture (its events and background), if any."""
+    meta = Path(folder) / "meta" / (Path(audio_path).stem + ".json")
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def background_names(plan: dict) -> list[str]:
+    """The background recordings a mixture was made on (several when layered), by file stem."""
+    return sorted({Path(b["path"]).stem for b in plan.get("background", [])})

@@ -32,6 +32,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchlib import background_names, mixture_plan  # noqa: E402
 from flamcli.detection import iter_detect  # noqa: E402
 from flamcli.evaluation.grounding import evaluate_grounding, read_grounding  # noqa: E402
 from flamcli.events import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION,  # noqa: E402
@@ -85,12 +86,6 @@ def measure(truth, results, median, threshold, min_duration) -> dict:
             "joint_f1": report["joint_f1"]}
 
 
-def mixture_plan(folder: Path, audio_path: str) -> dict | None:
-    """The plan `flam synth ground` kept for a mixture (its events and background), if any."""
-    meta = folder / "meta" / (Path(audio_path).stem + ".json")
-    return json.loads(meta.read_text()) if meta.is_file() else None
-
-
 def peak_source(plan: dict, seconds: float, tolerance: float) -> str:
     """The labelled event sounding at ``seconds`` (± tolerance), or "background"."""
     for label, intervals in sorted(plan.get("labels", {}).items()):
@@ -114,7 +109,7 @@ def false_alarms(folder: Path, truth, results, answers, median) -> list[dict]:
         plan = mixture_plan(folder, row["audio_path"])
         if plan is not None:
             item["events"] = sorted({o["label"] for o in plan.get("occurrences", [])})
-            item["background"] = sorted({Path(b["path"]).stem for b in plan.get("background", [])})
+            item["background"] = background_names(plan)
             peak_seconds = (int(smoothed.argmax()) + 0.5) * result.frame_seconds
             item["peak_on"] = peak_source(plan, peak_seconds, result.frame_seconds)
         out.append(item)
@@ -135,7 +130,7 @@ def by_background(folder: Path, truth, answers) -> dict:
         plan = mixture_plan(folder, row["audio_path"])
         if plan is None:
             return {}
-        name = ",".join(sorted({Path(b["path"]).stem for b in plan.get("background", [])})) or "-"
+        name = ",".join(background_names(plan)) or "-"
         c = counts.setdefault(name, [0, 0, 0, 0])  # negatives, refused, positives, found
         if row["annotations"]:
             c[2] += 1

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchlib import write_result  # noqa: E402
+from benchlib import background_names, mixture_plan, write_result  # noqa: E402
 from flamcli.audio import resample  # noqa: E402
 from flamcli.models import load_model  # noqa: E402
 from flamcli.models.flam import calibrated_probability  # noqa: E402
@@ -55,10 +55,8 @@ def statistics(model, folder: Path, truth: list[dict]) -> list[dict]:
         k = captions.index(row["caption"])
         cosine = torch.einsum("btd,d->bt", frames, text.embeddings[k]).reshape(1, -1)
         p = calibrated_probability(cosine, text.scale[k:k + 1], text.bias[k:k + 1])[0]
-        meta = folder / "meta" / (Path(row["audio_path"]).stem + ".json")
-        background = (",".join(sorted({Path(b["path"]).stem for b in
-                                       json.loads(meta.read_text()).get("background", [])}))
-                      if meta.is_file() else "-")
+        plan = mixture_plan(folder, row["audio_path"])
+        background = ",".join(background_names(plan)) if plan else "-"
         rows.append({"present": bool(row["annotations"]), "background": background,
                      "peak": float(p.max()),
                      "mean2": float(F.avg_pool1d(p[None, None], 2, 1).max()),
