@@ -17,7 +17,8 @@ report set overall and per background recording, its worst false alarms with wha
 held and what sounded at the peak; the threshold chosen by the same rule among the settings
 with flam ground's own median filter and minimum duration, which is the one a model ships as
 ``presence_threshold``; and the most-refusing setting that keeps --min-recall on the tuning
-set, measured on the report set: one comparison point for every model) and OUT.png (refusal vs recall, one curve per minimum duration).
+set, measured on the report set: one comparison point for every model) and OUT.png
+(refusal vs recall, one curve per minimum duration).
 """
 
 from __future__ import annotations

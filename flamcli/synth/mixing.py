@@ -510,8 +510,8 @@ def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:
         gain_db = np.clip(tilt * octaves, -TILT_LIMIT_DB, TILT_LIMIT_DB)
         tilted = np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=total)
         # Keep the drawn background level: the tilt changes colour, not loudness.
-        before, after = float(np.sqrt(np.mean(mix.astype(np.float64) ** 2))), \
-            float(np.sqrt(np.mean(tilted**2)))
+        before = float(np.sqrt(np.mean(mix.astype(np.float64) ** 2)))
+        after = float(np.sqrt(np.mean(tilted**2)))
         mix = (tilted * (before / after if after > 0 else 0.0)).astype(np.float32)
     return mix
 
