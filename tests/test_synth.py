@@ -574,6 +574,8 @@ def aug_bank(tmp_path_factory):
     sf.write(root / "amb" / "noise_ambience.wav",
              0.1 * np.random.default_rng(3).standard_normal(15 * AUG_RATE), AUG_RATE)
     sf.write(root / "dog_bark.wav", tone_clip(500.0, 0.8, AUG_RATE), AUG_RATE)
+    sf.write(root / "rain_hiss.wav",
+             0.1 * np.random.default_rng(4).standard_normal(3 * AUG_RATE), AUG_RATE)
     clips, skipped = index_directory(root)
     assert not skipped
     return AudioBank.load(clips, SedRecipe(sample_rate=AUG_RATE))[0]
@@ -649,9 +651,60 @@ def test_tilt_colours_the_noise_but_keeps_its_level(aug_bank, tmp_path):
     assert np.array_equal(again.audio, mixture.audio)
 
 
+# Events far above a faint background, one whole event per mixture: the event is measured.
+LOUD_EVENTS = dict(sample_rate=AUG_RATE, background_dbfs=(-70.0, -70.0), event_db=(40.0, 40.0),
+                   events=(1, 1), split_rate=0.0, repeat_rate=0.0)
+
+
+def first_event_mixture(bank, recipe, wanted: str):
+    for index in range(200):
+        mixture = make_mixture(bank, recipe, 0, index)
+        if Path(mixture.plan["occurrences"][0]["path"]).name == wanted:
+            return mixture
+    raise AssertionError(f"no mixture with {wanted}")
+
+
+def test_default_recipes_leave_events_alone(aug_bank):
+    mixture = first_event_mixture(aug_bank, SedRecipe(**LOUD_EVENTS), "dog_bark.wav")
+    assert not {"speed", "tilt_db"} & set(mixture.plan["occurrences"][0])
+    (onset, offset), = next(iter(mixture.labels.values()))
+    assert offset - onset == pytest.approx(0.8, abs=0.06)
+
+
+def test_event_speed_shifts_pitch_and_length(aug_bank):
+    recipe = SedRecipe(**LOUD_EVENTS, event_speed=(1.25, 1.25))
+    mixture = first_event_mixture(aug_bank, recipe, "dog_bark.wav")
+    assert mixture.plan["occurrences"][0]["speed"] == 1.25
+    assert tone_db(mixture.audio, 625.0) - tone_db(mixture.audio, 500.0) > 30
+    (onset, offset), = next(iter(mixture.labels.values()))
+    assert offset - onset == pytest.approx(0.8 / 1.25, abs=0.06)  # labels follow the played event
+    slower = first_event_mixture(aug_bank, SedRecipe(**LOUD_EVENTS, event_speed=(0.8, 0.8)),
+                                 "dog_bark.wav")
+    (onset, offset), = next(iter(slower.labels.values()))
+    assert offset - onset == pytest.approx(0.8 / 0.8, abs=0.06)
+
+
+def test_event_tilt_colours_the_event_and_rerenders(aug_bank):
+    recipe = SedRecipe(**LOUD_EVENTS, event_tilt_db=6.0)
+    mixture = first_event_mixture(aug_bank, recipe, "rain_hiss.wav")
+    piece = mixture.plan["occurrences"][0]
+    tilt = piece["tilt_db"]
+    assert 1.0 < abs(tilt) <= 6.0
+    audio = mixture.audio[piece["onset"]: piece["onset"] + piece["length"]].astype(np.float64)
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    bins = np.fft.rfftfreq(len(audio), 1 / AUG_RATE)
+    low, high = (bins > 200) & (bins < 350), (bins > 6500) & (bins < 7500)
+    measured = 10 * np.log10(power[high].mean() / power[low].mean())
+    gain = 10 ** (tilt * np.log2(np.maximum(bins, 20) / 1000) / 10)
+    assert measured == pytest.approx(10 * np.log10(gain[high].mean() / gain[low].mean()), abs=1.0)
+    again = rerender(json.loads(json.dumps(mixture.metadata())), aug_bank, recipe)
+    assert np.array_equal(again.audio, mixture.audio)
+
+
 def test_background_augmentation_fields_are_validated():
     for field, value in [("background_layers", (0, 1)), ("background_layers", (1, 5)),
                          ("layer_db", (-3.0, 2.0)), ("background_speed", (0.4, 1.0)),
-                         ("background_reverse_rate", 1.5), ("background_tilt_db", 9.0)]:
+                         ("background_reverse_rate", 1.5), ("background_tilt_db", 9.0),
+                         ("event_speed", (0.9, 2.5)), ("event_tilt_db", -1.0)]:
         with pytest.raises(RecipeError, match=field):
             SedRecipe(**{field: value}).validate()

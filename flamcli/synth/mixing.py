@@ -347,6 +347,27 @@ def _augmented_background(bank: AudioBank, recipe: Recipe, rng, total: int,
             "background_tilt_db": round(tilt, 3)}
 
 
+def _event_variation(recipe: Recipe, rng, length: int, total: int) -> dict:
+    """An event's drawn speed and spectral tilt (SED recipes with event augmentation only;
+    other plans get no keys, so they stay as they were). A speed that would stretch the clip
+    past the mixture plays it at its own speed."""
+    if not (isinstance(recipe, SedRecipe) and recipe.augments_events()):
+        return {}
+    speed = _playback_speed(float(rng.uniform(*recipe.event_speed)))
+    tilt = round(float(rng.uniform(-recipe.event_tilt_db, recipe.event_tilt_db)), 3)
+    if _played_length(length, speed, recipe.sample_rate) > total:
+        speed = 1.0
+    return {"speed": speed, "tilt_db": tilt}
+
+
+def _played_length(samples: int, speed: float, rate: int) -> int:
+    """Samples that ``samples`` source samples last when played at ``speed`` (read at rate
+    ``speed · rate``, written at ``rate``: the resampler's own output length)."""
+    if speed == 1.0:
+        return samples
+    return math.ceil(samples * rate / round(rate * speed))
+
+
 def _add_negatives(plan: dict, bank: AudioBank, recipe: Recipe, rng) -> dict:
     occurrences = plan["occurrences"]
     present = {o["label"] for o in occurrences}
@@ -370,6 +391,7 @@ def plan_sed(bank: AudioBank, recipe: SedRecipe, seed: int, index: int) -> dict:
         clip = _pick(usable, rng)
         gain = _event_gain(clip, background_dbfs, rng, recipe)
         length = len(clip.audio)
+        variation = _event_variation(recipe, rng, length, total)
         u = float(rng.random())
         if u < recipe.split_rate:
             pieces = int(rng.integers(recipe.split_pieces[0], recipe.split_pieces[1] + 1))
@@ -388,12 +410,13 @@ def plan_sed(bank: AudioBank, recipe: SedRecipe, seed: int, index: int) -> dict:
         else:
             spans = [(0, length)] * pieces
         for clip_start, piece_length in spans:
-            onset = timeline.place(piece_length, clip.clip.label, rng)
+            played = _played_length(piece_length, variation.get("speed", 1.0), recipe.sample_rate)
+            onset = timeline.place(played, clip.clip.label, rng)
             if onset is None:
                 dropped += 1
                 continue
-            occurrences.append(_occurrence(clip, group, mode, clip_start, piece_length, onset,
-                                           gain, recipe))
+            occurrences.append({**_occurrence(clip, group, mode, clip_start, piece_length, onset,
+                                              gain, recipe), **variation})
     plan["dropped_pieces"] = dropped
     return _add_negatives(plan, bank, recipe, rng)
 
@@ -474,17 +497,58 @@ def _envelope(length: int, fade: int) -> np.ndarray | None:
     return envelope
 
 
-def _piece_audio(bank: AudioBank, piece: dict) -> np.ndarray:
+def _piece_audio(bank: AudioBank, piece: dict, rate: int) -> np.ndarray:
+    """One planned piece: cut, level, then (events with augmentation) speed and tilt, faded."""
     source = bank.by_path[piece["path"]].audio
     audio = source[piece["clip_start"]: piece["clip_start"] + piece["length"]]
     if len(audio) != piece["length"]:
         raise CorpusError(f"{piece['path']}: shorter than the plan expects (changed on disk?)")
     audio = audio * np.float32(10 ** (piece["gain_db"] / 20))
-    envelope = _envelope(piece["length"], piece["fade"])
+    speed = piece.get("speed", 1.0)
+    if speed != 1.0:
+        played = _played_length(piece["length"], speed, rate)
+        audio = resample(audio, round(rate * speed), rate)[:played]
+        audio = np.pad(audio, (0, played - len(audio)))
+    if piece.get("tilt_db"):
+        audio = _tilted(audio, piece["tilt_db"], rate)
+    envelope = _envelope(len(audio), piece["fade"])
     return audio if envelope is None else audio * envelope
 
 
 TILT_LIMIT_DB = 18.0  # the tilt stops growing this far from 1 kHz (in dB)
+
+
+def _fast_fft_length(n: int) -> int:
+    """The smallest length ≥ n with no prime factor above 5 (n itself when it has none)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            candidate = power35
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+def _tilted(audio: np.ndarray, tilt_db: float, rate: int) -> np.ndarray:
+    """The spectrum tilted by ``tilt_db`` per octave about 1 kHz, at the same RMS level: the
+    tilt changes colour, not loudness."""
+    total = len(audio)
+    if not total:
+        return audio
+    signal = audio.astype(np.float64)
+    n_fft = _fast_fft_length(total)  # an event clip's length can be prime: slow to transform
+    spectrum = np.fft.rfft(signal, n=n_fft)
+    octaves = np.log2(np.maximum(np.fft.rfftfreq(n_fft, 1.0 / rate), 20.0) / 1000.0)
+    gain_db = np.clip(tilt_db * octaves, -TILT_LIMIT_DB, TILT_LIMIT_DB)
+    tilted = np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=n_fft)[:total]
+    before = float(np.sqrt(np.mean(signal**2)))
+    after = float(np.sqrt(np.mean(tilted**2)))
+    return (tilted * (before / after if after > 0 else 0.0)).astype(np.float32)
 
 
 def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:
@@ -495,8 +559,8 @@ def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:
         audio = np.zeros(layer["samples"], dtype=np.float32)
         for piece in plan["background"]:
             if piece.get("layer", 0) == number:
-                audio[piece["onset"]: piece["onset"] + piece["length"]] += _piece_audio(bank,
-                                                                                        piece)
+                end = piece["onset"] + piece["length"]
+                audio[piece["onset"]: end] += _piece_audio(bank, piece, rate)
         if layer["reverse"]:
             audio = np.ascontiguousarray(audio[::-1])
         if layer["speed"] != 1.0:  # played at s× speed: read at rate s·sr, written at sr
@@ -504,16 +568,7 @@ def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:
         n = min(total, len(audio))
         mix[:n] += audio[:n]
     tilt = plan.get("background_tilt_db", 0.0)
-    if tilt and total:
-        spectrum = np.fft.rfft(mix.astype(np.float64))
-        octaves = np.log2(np.maximum(np.fft.rfftfreq(total, 1.0 / rate), 20.0) / 1000.0)
-        gain_db = np.clip(tilt * octaves, -TILT_LIMIT_DB, TILT_LIMIT_DB)
-        tilted = np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=total)
-        # Keep the drawn background level: the tilt changes colour, not loudness.
-        before = float(np.sqrt(np.mean(mix.astype(np.float64) ** 2)))
-        after = float(np.sqrt(np.mean(tilted**2)))
-        mix = (tilted * (before / after if after > 0 else 0.0)).astype(np.float32)
-    return mix
+    return _tilted(mix, tilt, rate) if tilt else mix
 
 
 def smooth_frames(active: np.ndarray, recipe: Recipe, event_frames: int) -> np.ndarray:
@@ -559,11 +614,12 @@ def render(plan: dict, bank: AudioBank, recipe: Recipe) -> Mixture:
     else:
         mix = np.zeros(total, dtype=np.float32)
         for piece in plan["background"]:
-            mix[piece["onset"]: piece["onset"] + piece["length"]] += _piece_audio(bank, piece)
+            end = piece["onset"] + piece["length"]
+            mix[piece["onset"]: end] += _piece_audio(bank, piece, plan["sample_rate"])
     n_frames = math.ceil(total / meter.hop)
     masks: dict[str, np.ndarray] = {}
     for piece in plan["occurrences"]:
-        audio = _piece_audio(bank, piece)
+        audio = _piece_audio(bank, piece, plan["sample_rate"])
         onset = piece["onset"]
         mix[onset: onset + len(audio)] += audio
         first = onset // meter.hop

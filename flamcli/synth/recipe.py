@@ -149,6 +149,12 @@ class SedRecipe(Recipe):
     min_piece: float = 0.5  # … each at least 0.5 s (FLAM)
     repeat_rate: float = 0.10  # FLAM: another 10% are repeated …
     repeat_times: tuple[int, int] = (2, 3)  # … this many times in all (lost; our choice)
+    # Event augmentation, off by default like the background's. Held-out clips of a class come
+    # from other recordings (another dog, another microphone); playing each event a little
+    # faster or slower (pitch moves with it) and brighter or darker teaches the class, not
+    # the clip.
+    event_speed: tuple[float, float] = (1.0, 1.0)  # playback-rate factor per event
+    event_tilt_db: float = 0.0  # spectral tilt per event, ±this many dB per octave
 
     name = "sed"
 
@@ -167,6 +173,13 @@ class SedRecipe(Recipe):
             raise RecipeError("split_rate and repeat_rate must be ≥ 0 and sum to at most 1")
         if self.min_piece <= 0:
             raise RecipeError("min_piece must be positive")
+        if not 0.5 <= self.event_speed[0] <= self.event_speed[1] <= 2.0:
+            raise RecipeError("event_speed: need 0.5 ≤ low ≤ high ≤ 2")
+        if not 0 <= self.event_tilt_db <= 6:
+            raise RecipeError("event_tilt_db must be 0–6 dB per octave")
+
+    def augments_events(self) -> bool:
+        return self.event_speed != (1.0, 1.0) or self.event_tilt_db > 0
 
 
 @dataclass
