@@ -10,6 +10,13 @@ Reports each statistic's ROC area (present vs absent) and the share of absent qu
 refuses at the threshold that finds 85% of the present ones. A decision rule can only beat
 the peak if some statistic separates better. Per background recording, the peak's ROC area
 and refusal at that one overall threshold show where absent queries are hard to refuse.
+
+With ``--vocabulary MANIFEST`` (e.g. the training split) two open-set statistics are added:
+each query competes with the manifest's captions that are not paraphrases of it (model text
+embeddings' cosine < 0.7). ``vocabulary_margin`` is the largest log-odds lead of the query
+over its best competitor in any frame; ``vocabulary_win`` is the query's peak probability
+over the frames where no competitor beats it. If another caption explains the sound better,
+the query would be refused.
 """
 
 from __future__ import annotations
@@ -33,12 +40,20 @@ from flamcli.models import load_model  # noqa: E402
 from flamcli.models.flam import calibrated_probability  # noqa: E402
 
 STATISTICS = ("peak", "mean2", "mean3", "median3", "peak_cosine", "global_cosine")
+VOCABULARY_STATISTICS = ("vocabulary_margin", "vocabulary_win")
+PARAPHRASE_COSINE = 0.7  # captions at least this close to the query do not compete with it
 
 
-def statistics(model, folder: Path, truth: list[dict]) -> list[dict]:
+def log_odds(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = ()) -> list[dict]:
     captions = sorted({row["caption"] for row in truth})
     with torch.no_grad():
         text = model.encode_text(captions)
+        reference = model.encode_text(list(vocabulary)) if vocabulary else None
     window, hop = model.window_samples, model.window_samples // 2
     embedded = {}
     for name in sorted({row["audio_path"] for row in truth}):
@@ -64,7 +79,24 @@ def statistics(model, folder: Path, truth: list[dict]) -> list[dict]:
                      "median3": float(p.unfold(0, 3, 1).median(-1).values.max()),
                      "peak_cosine": float(cosine.max()),
                      "global_cosine": float((clips @ text.embeddings[k]).max())})
+        if reference is not None:
+            rival = (reference.embeddings @ text.embeddings[k]) < PARAPHRASE_COSINE
+            ref_cosine = torch.einsum("btd,kd->kbt", frames,
+                                      reference.embeddings[rival]).reshape(int(rival.sum()), -1)
+            best_rival = calibrated_probability(ref_cosine, reference.scale[rival],
+                                                reference.bias[rival]).max(0).values
+            rows[-1]["vocabulary_margin"] = float((log_odds(p) - log_odds(best_rival)).max())
+            rows[-1]["vocabulary_win"] = float((p * (p >= best_rival)).max())
     return rows
+
+
+def manifest_captions(path: Path) -> list[str]:
+    """Each event clip's first caption in a corpus manifest (``flam synth index``)."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    return sorted({str(c).split("|")[0] for c, kind in zip(table["captions"], table["kind"])
+                   if kind == "event"})
 
 
 def separation(rows: list[dict], key: str, recall: float = 0.85) -> dict:
@@ -98,13 +130,20 @@ def main(argv=None) -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--folder", type=Path, required=True, help="a `flam synth ground` folder")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "presence-separation.json")
+    ap.add_argument("--vocabulary", type=Path,
+                    help="corpus manifest whose event captions compete with each query")
     args = ap.parse_args(argv)
     model = load_model(args.model, device="cpu").eval()
     truth = json.loads((args.folder / "grounding.json").read_text())
-    rows = statistics(model, args.folder, truth)
+    vocabulary = manifest_captions(args.vocabulary) if args.vocabulary else []
+    rows = statistics(model, args.folder, truth, vocabulary)
+    keys = STATISTICS + (VOCABULARY_STATISTICS if vocabulary else ())
     out = {"model": model.info.as_dict(), "folder": str(args.folder), "queries": len(rows),
-           "statistics": {key: separation(rows, key) for key in STATISTICS},
+           "statistics": {key: separation(rows, key) for key in keys},
            "peak_by_background": by_background(rows)}
+    if vocabulary:
+        out["vocabulary"] = {"manifest": str(args.vocabulary), "captions": len(vocabulary),
+                             "paraphrase_cosine": PARAPHRASE_COSINE}
     write_result(args.out, out)
     return 0
 
