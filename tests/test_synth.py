@@ -587,13 +587,29 @@ def tone_db(audio: np.ndarray, freq: float) -> float:
     return 10 * np.log10(spectrum[np.abs(bins - freq) < 20].sum() + 1e-20)
 
 
-def first_mixture(bank, recipe, wanted) -> "object":
-    """The first mixture (by index) whose background recordings are exactly ``wanted``."""
+def first_mixture_where(bank, recipe, wanted, pieces) -> "object":
+    """The first mixture (by index) whose ``pieces(plan)`` file names are exactly ``wanted``."""
     for index in range(200):
         mixture = make_mixture(bank, recipe, 0, index)
-        if {Path(b["path"]).name for b in mixture.plan["background"]} == set(wanted):
+        if {Path(p["path"]).name for p in pieces(mixture.plan)} == set(wanted):
             return mixture
     raise AssertionError(f"no mixture with {wanted}")
+
+
+def first_mixture(bank, recipe, wanted) -> "object":
+    """The first mixture whose background recordings are exactly ``wanted``."""
+    return first_mixture_where(bank, recipe, wanted, lambda plan: plan["background"])
+
+
+def assert_tilted(audio: np.ndarray, tilt: float) -> None:
+    """The high/low band power ratio is the one a ``tilt`` dB/octave tilt gives (±1 dB)."""
+    audio = audio.astype(np.float64)
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    bins = np.fft.rfftfreq(len(audio), 1 / AUG_RATE)
+    low, high = (bins > 200) & (bins < 350), (bins > 6500) & (bins < 7500)
+    measured = 10 * np.log10(power[high].mean() / power[low].mean())
+    gain = 10 ** (tilt * np.log2(np.maximum(bins, 20) / 1000) / 10)  # the tilt's power gain
+    assert measured == pytest.approx(10 * np.log10(gain[high].mean() / gain[low].mean()), abs=1.0)
 
 
 def test_default_recipes_leave_the_background_alone(bank16):
@@ -637,14 +653,8 @@ def test_tilt_colours_the_noise_but_keeps_its_level(aug_bank, tmp_path):
     mixture = first_mixture(aug_bank, recipe, ["noise_ambience.wav"])
     tilt = mixture.plan["background_tilt_db"]
     assert 1.0 < abs(tilt) <= 6.0
-    audio = mixture.audio.astype(np.float64)
-    power = np.abs(np.fft.rfft(audio)) ** 2
-    bins = np.fft.rfftfreq(len(audio), 1 / AUG_RATE)
-    low, high = (bins > 200) & (bins < 350), (bins > 6500) & (bins < 7500)
-    measured = 10 * np.log10(power[high].mean() / power[low].mean())
-    gain = 10 ** (tilt * np.log2(np.maximum(bins, 20) / 1000) / 10)  # the tilt's power gain
-    assert measured == pytest.approx(10 * np.log10(gain[high].mean() / gain[low].mean()), abs=1.0)
-    level = 20 * np.log10(np.sqrt(np.mean(audio**2)))
+    assert_tilted(mixture.audio, tilt)
+    level = 20 * np.log10(np.sqrt(np.mean(mixture.audio.astype(np.float64) ** 2)))
     assert level == pytest.approx(mixture.plan["background_dbfs"], abs=0.3)
     # The plan in the metadata renders the same audio again.
     again = rerender(json.loads(json.dumps(mixture.metadata())), aug_bank, recipe)
@@ -657,11 +667,8 @@ LOUD_EVENTS = dict(sample_rate=AUG_RATE, background_dbfs=(-70.0, -70.0), event_d
 
 
 def first_event_mixture(bank, recipe, wanted: str):
-    for index in range(200):
-        mixture = make_mixture(bank, recipe, 0, index)
-        if Path(mixture.plan["occurrences"][0]["path"]).name == wanted:
-            return mixture
-    raise AssertionError(f"no mixture with {wanted}")
+    """The first mixture whose one event is the clip ``wanted``."""
+    return first_mixture_where(bank, recipe, [wanted], lambda plan: plan["occurrences"])
 
 
 def test_default_recipes_leave_events_alone(aug_bank):
@@ -690,13 +697,7 @@ def test_event_tilt_colours_the_event_and_rerenders(aug_bank):
     piece = mixture.plan["occurrences"][0]
     tilt = piece["tilt_db"]
     assert 1.0 < abs(tilt) <= 6.0
-    audio = mixture.audio[piece["onset"]: piece["onset"] + piece["length"]].astype(np.float64)
-    power = np.abs(np.fft.rfft(audio)) ** 2
-    bins = np.fft.rfftfreq(len(audio), 1 / AUG_RATE)
-    low, high = (bins > 200) & (bins < 350), (bins > 6500) & (bins < 7500)
-    measured = 10 * np.log10(power[high].mean() / power[low].mean())
-    gain = 10 ** (tilt * np.log2(np.maximum(bins, 20) / 1000) / 10)
-    assert measured == pytest.approx(10 * np.log10(gain[high].mean() / gain[low].mean()), abs=1.0)
+    assert_tilted(mixture.audio[piece["onset"]: piece["onset"] + piece["length"]], tilt)
     again = rerender(json.loads(json.dumps(mixture.metadata())), aug_bank, recipe)
     assert np.array_equal(again.audio, mixture.audio)
 
