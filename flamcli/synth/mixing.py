@@ -368,6 +368,16 @@ def _played_length(samples: int, speed: float, rate: int) -> int:
     return math.ceil(samples * rate / round(rate * speed))
 
 
+def _played_at(audio: np.ndarray, speed: float, rate: int) -> np.ndarray:
+    """``audio`` played at ``speed``× (read at rate speed·rate, written at rate): pitch moves
+    with it, and it lasts exactly ``_played_length`` samples (the length the plan placed)."""
+    if speed == 1.0:
+        return audio
+    played = _played_length(len(audio), speed, rate)
+    audio = resample(audio, round(rate * speed), rate)[:played]
+    return np.pad(audio, (0, played - len(audio)))
+
+
 def _add_negatives(plan: dict, bank: AudioBank, recipe: Recipe, rng) -> dict:
     occurrences = plan["occurrences"]
     present = {o["label"] for o in occurrences}
@@ -504,11 +514,7 @@ def _piece_audio(bank: AudioBank, piece: dict, rate: int) -> np.ndarray:
     if len(audio) != piece["length"]:
         raise CorpusError(f"{piece['path']}: shorter than the plan expects (changed on disk?)")
     audio = audio * np.float32(10 ** (piece["gain_db"] / 20))
-    speed = piece.get("speed", 1.0)
-    if speed != 1.0:
-        played = _played_length(piece["length"], speed, rate)
-        audio = resample(audio, round(rate * speed), rate)[:played]
-        audio = np.pad(audio, (0, played - len(audio)))
+    audio = _played_at(audio, piece.get("speed", 1.0), rate)
     if piece.get("tilt_db"):
         audio = _tilted(audio, piece["tilt_db"], rate)
     envelope = _envelope(len(audio), piece["fade"])
@@ -563,8 +569,7 @@ def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:
                 audio[piece["onset"]: end] += _piece_audio(bank, piece, rate)
         if layer["reverse"]:
             audio = np.ascontiguousarray(audio[::-1])
-        if layer["speed"] != 1.0:  # played at s× speed: read at rate s·sr, written at sr
-            audio = resample(audio, round(rate * layer["speed"]), rate)
+        audio = _played_at(audio, layer["speed"], rate)
         n = min(total, len(audio))
         mix[:n] += audio[:n]
     tilt = plan.get("background_tilt_db", 0.0)
