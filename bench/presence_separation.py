@@ -55,7 +55,7 @@ def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = (
         text = model.encode_text(captions)
         reference = model.encode_text(list(vocabulary)) if vocabulary else None
     window, hop = model.window_samples, model.window_samples // 2
-    embedded = {}
+    embedded, vocabulary_p = {}, {}
     for name in sorted({row["audio_path"] for row in truth}):
         audio, rate = sf.read(folder / name, dtype="float32", always_2d=True)
         audio = resample(audio.mean(axis=1), rate, model.sample_rate)
@@ -64,6 +64,10 @@ def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = (
         windows = np.stack([np.pad(piece, (0, window - len(piece))) for piece in pieces])
         with torch.no_grad():
             embedded[name] = model.embed_audio(torch.from_numpy(windows))
+            if reference is not None:  # every reference caption's probabilities, once per file
+                ref_cosine = torch.einsum("btd,kd->kbt", embedded[name][0], reference.embeddings)
+                vocabulary_p[name] = calibrated_probability(
+                    ref_cosine.reshape(len(vocabulary), -1), reference.scale, reference.bias)
     rows = []
     for row in truth:
         frames, clips = embedded[row["audio_path"]]
@@ -81,10 +85,7 @@ def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = (
                      "global_cosine": float((clips @ text.embeddings[k]).max())})
         if reference is not None:
             rival = (reference.embeddings @ text.embeddings[k]) < PARAPHRASE_COSINE
-            ref_cosine = torch.einsum("btd,kd->kbt", frames,
-                                      reference.embeddings[rival]).reshape(int(rival.sum()), -1)
-            best_rival = calibrated_probability(ref_cosine, reference.scale[rival],
-                                                reference.bias[rival]).max(0).values
+            best_rival = vocabulary_p[row["audio_path"]][rival].max(0).values
             rows[-1]["vocabulary_margin"] = float((log_odds(p) - log_odds(best_rival)).max())
             rows[-1]["vocabulary_win"] = float((p * (p >= best_rival)).max())
     return rows
