@@ -702,10 +702,29 @@ def test_event_tilt_colours_the_event_and_rerenders(aug_bank):
     assert np.array_equal(again.audio, mixture.audio)
 
 
+def test_event_balance_hears_rare_captions_more_often(tmp_path):
+    # Six clips of one caption and one of another: FLAM's draw (balance 0) picks the rare
+    # caption 1/7 of the time, balance 1 half the time, balance 0.5 1/(1 + 6/√6) of the time.
+    for n in range(6):
+        sf.write(tmp_path / f"dog_bark{n}.wav", tone_clip(500.0 + 50 * n, 0.5, AUG_RATE), AUG_RATE)
+    sf.write(tmp_path / "bell_ring.wav", tone_clip(2000.0, 0.5, AUG_RATE), AUG_RATE)
+    sf.write(tmp_path / "noise_ambience.wav",
+             0.1 * np.random.default_rng(3).standard_normal(12 * AUG_RATE), AUG_RATE)
+    clips, skipped = index_directory(tmp_path)
+    assert not skipped
+    bank = AudioBank.load(clips, SedRecipe(sample_rate=AUG_RATE))[0]
+    for balance, expected in [(0.0, 1 / 7), (0.5, 1 / (1 + 6 ** 0.5)), (1.0, 0.5)]:
+        recipe = SedRecipe(sample_rate=AUG_RATE, events=(1, 1), split_rate=0.0,
+                           repeat_rate=0.0, event_balance=balance)
+        labels = [plan_sed(bank, recipe, 0, i)["occurrences"][0]["label"] for i in range(600)]
+        assert labels.count("bell ring") / len(labels) == pytest.approx(expected, abs=0.05)
+
+
 def test_background_augmentation_fields_are_validated():
     for field, value in [("background_layers", (0, 1)), ("background_layers", (1, 5)),
                          ("layer_db", (-3.0, 2.0)), ("background_speed", (0.4, 1.0)),
                          ("background_reverse_rate", 1.5), ("background_tilt_db", 9.0),
-                         ("event_speed", (0.9, 2.5)), ("event_tilt_db", -1.0)]:
+                         ("event_speed", (0.9, 2.5)), ("event_tilt_db", -1.0),
+                         ("event_balance", 1.5)]:
         with pytest.raises(RecipeError, match=field):
             SedRecipe(**{field: value}).validate()

@@ -89,7 +89,8 @@ def train_command(
     recipe: Annotated[Optional[Path], typer.Option(
         "--recipe", dir_okay=False,
         help="SED recipe JSON for mixtures made on the fly from a manifest --data (see `flam "
-             "synth recipe sed`), e.g. background and event augmentation; its rate and "
+             "synth recipe sed`), e.g. background and event augmentation or caption "
+             "balance; its rate and "
              "duration follow the model. Saved as OUTPUT/recipe.json.")] = None,
     tags: Annotated[Optional[Path], typer.Option(
         "--tags", help="Manifest giving each caption's tags (automatic for a manifest --data).")

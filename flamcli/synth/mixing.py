@@ -15,6 +15,7 @@ not merely where the clip was pasted.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -269,6 +270,16 @@ def _pick(candidates: list, rng: np.random.Generator):
     return candidates[int(rng.integers(len(candidates)))]
 
 
+def _pick_event(candidates: list[BankClip], balance: float, rng: np.random.Generator) -> BankClip:
+    """An event clip; with ``balance`` > 0 a clip's chance is (clips sharing its caption)^-balance,
+    so rare captions are heard more often. Balance 0 keeps FLAM's draw (and its random stream)."""
+    if balance == 0:
+        return _pick(candidates, rng)
+    counts = Counter(c.clip.label for c in candidates)
+    weights = np.array([counts[c.clip.label] ** -balance for c in candidates])
+    return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
+
+
 def _event_gain(clip: BankClip, background_dbfs: float, rng, recipe: Recipe) -> float:
     return round(background_dbfs + float(rng.uniform(*recipe.event_db)) - clip.level_db, 4)
 
@@ -398,7 +409,7 @@ def plan_sed(bank: AudioBank, recipe: SedRecipe, seed: int, index: int) -> dict:
     min_piece = round(recipe.min_piece * recipe.sample_rate)
     occurrences, dropped = plan["occurrences"], 0
     for group in range(int(rng.integers(recipe.events[0], recipe.events[1] + 1))):
-        clip = _pick(usable, rng)
+        clip = _pick_event(usable, recipe.event_balance, rng)
         gain = _event_gain(clip, background_dbfs, rng, recipe)
         length = len(clip.audio)
         variation = _event_variation(recipe, rng, length, total)

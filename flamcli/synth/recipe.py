@@ -155,6 +155,11 @@ class SedRecipe(Recipe):
     # the clip.
     event_speed: tuple[float, float] = (1.0, 1.0)  # playback-rate factor per event
     event_tilt_db: float = 0.0  # spectral tilt per event, ±this many dB per octave
+    # Which clip plays: FLAM draws every clip equally often (0), so a caption with 40 clips
+    # is heard 20 times as often as one with 2, and the rare captions are the ones a held-out
+    # evaluation misses. A clip's weight is (clips sharing its caption)^-event_balance: 1 draws
+    # every caption equally often, 0.5 is in between.
+    event_balance: float = 0.0
 
     name = "sed"
 
@@ -177,6 +182,8 @@ class SedRecipe(Recipe):
             raise RecipeError("event_speed: need 0.5 ≤ low ≤ high ≤ 2")
         if not 0 <= self.event_tilt_db <= 6:
             raise RecipeError("event_tilt_db must be 0–6 dB per octave")
+        if not 0 <= self.event_balance <= 1:
+            raise RecipeError("event_balance must be 0–1")
 
     def augments_events(self) -> bool:
         return self.event_speed != (1.0, 1.0) or self.event_tilt_db > 0
