@@ -90,8 +90,7 @@ def train_command(
         "--recipe", dir_okay=False,
         help="SED recipe JSON for mixtures made on the fly from a manifest --data (see `flam "
              "synth recipe sed`), e.g. background and event augmentation or caption "
-             "balance; its rate and "
-             "duration follow the model. Saved as OUTPUT/recipe.json.")] = None,
+             "balance; its rate and duration follow the model. Saved as OUTPUT/recipe.json.")] = None,
     tags: Annotated[Optional[Path], typer.Option(
         "--tags", help="Manifest giving each caption's tags (automatic for a manifest --data).")
     ] = None,
