@@ -224,6 +224,23 @@ def test_python_dash_m_and_console_script_in_a_real_process(make_audio):
     assert len(proc.stdout.splitlines()) == 2
 
 
+def test_closed_or_full_stdout_gives_documented_codes(make_audio):
+    clip = make_audio("a.wav", seconds=2.0)
+    command = [sys.executable, "-m", "flamcli", "detect", str(clip), "dog", "-m", "debug", "-t", "0"]
+    # The reader went away (`| head`): 141 like other Unix tools, not 1 (ground's "absent").
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    proc.stdout.close()
+    stderr = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 141, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    # A full device under stdout is an output failure named as such, not a bug report.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                              timeout=120)
+    assert proc.returncode == 3
+    assert "standard output: could not write" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_torchrun_splits_files_and_rank_zero_writes_all(make_audio, tmp_path):
     clips = [make_audio(f"d/c{i}.wav", seconds=1.0 + i) for i in range(3)]
     out = tmp_path / "out"

@@ -32,6 +32,15 @@ def _register() -> None:
 _register()
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main() -> None:
     """Console entry point: run the app, turning stray exceptions into one line and a code."""
     try:
@@ -41,14 +50,22 @@ def main() -> None:
         sys.exit(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # Quietly stop when the reader of stdout went away (`flam detect … | head`).
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except OSError:
-            pass
+        _silence_stdout()
         sys.exit(ExitCode.BROKEN_PIPE)
-    except SystemExit:
+    except SystemExit as exc:
+        # Click (Typer vendors its own copy) catches a broken pipe itself, wraps stdout in its
+        # PacifyFlushWrapper and exits 1, which for `flam ground` would mean "absent": give the
+        # documented 141 instead.
+        if exc.code == 1 and type(sys.stdout).__name__ == "PacifyFlushWrapper":
+            _silence_stdout()
+            sys.exit(ExitCode.BROKEN_PIPE)
         raise
+    except OSError as exc:  # a full disk or a vanished device under stdout or a file
+        where = exc.filename or "standard output"
+        Log().error(f"{where}: could not write: {exc.strerror or exc}")
+        if not exc.filename:
+            _silence_stdout()
+        sys.exit(ExitCode.INPUT_FAILED)
     except Exception as exc:  # a bug: one line unless debugging
         if os.environ.get("FLAM_DEBUG"):
             raise
