@@ -8,6 +8,7 @@ overlapping model windows. The last window is zero-padded, never stretched.
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
 import sys
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3")
 # soundfile format names per accepted kind (WAV variants included).
@@ -143,10 +146,16 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
     for argument in arguments:
         if argument == "-":
             stream = stdin if stdin is not None else sys.stdin
+            if stream.isatty():
+                logger.info("reading audio paths from standard input, one per line (Ctrl-D ends)")
+            paths = 0
             for line in stream:
                 line = line.rstrip("\r\n")
                 if line.strip():
                     add_argument(line)
+                    paths += 1
+            if not paths:
+                problems.append("-: no audio paths on standard input")
         else:
             add_argument(argument)
     return inputs, problems

@@ -114,6 +114,26 @@ def test_paths_on_stdin_directories_and_globs(cli, make_audio, tmp_path):
     assert len(json.loads(result.stdout)["files"]) == 2
 
 
+def test_a_mistyped_path_or_empty_stdin_is_an_input_error(cli, make_audio, tmp_path):
+    a = make_audio("a.wav")
+    # A second path that does not exist is reported, not searched for as a sound called
+    # "missing.wav"; the good file is still processed.
+    result = cli("detect", a, tmp_path / "missing.wav", f"{tmp_path}/nothere/", "dog", "-m",
+                 "debug", "-f", "scores", "-t", "0")
+    assert result.exit_code == 3
+    assert "missing.wav: no such file" in result.stderr
+    assert "nothere" in result.stderr
+    header, *rows = parse_tsv(result.stdout)
+    assert header == ["filename", "onset", "offset", "dog"]
+    assert rows and {row[0] for row in rows} == {str(a)}
+    # `-` with nothing on stdin is an error like an empty directory, for ground too (where
+    # exit 0 would claim every query was found).
+    for command in ("detect", "ground"):
+        result = cli(command, "-", "dog", "-m", "debug", input="\n\n")
+        assert result.exit_code == 3
+        assert "-: no audio paths on standard input" in result.stderr
+
+
 def make_bad_inputs(tmp_path, make_audio):
     """Every kind of bad input the issue lists, each beside a good file."""
     bad = {}
@@ -171,7 +191,9 @@ def test_empty_query_is_an_error_but_other_queries_run(cli, make_audio):
     result = cli("detect", clip, "dog", "-q", "   ", "-m", "debug", "-f", "scores")
     assert result.exit_code == 3
     assert "error: query 2 is empty" in result.stderr
-    assert parse_tsv(result.stdout)[0] == ["onset", "offset", "dog"]
+    header, *rows = parse_tsv(result.stdout)
+    assert header == ["filename", "onset", "offset", "dog"]
+    assert rows and {row[0] for row in rows} == {str(a)}
     result = cli("detect", clip, "-q", "", "-m", "debug")
     assert result.exit_code == 2 and "no query given" in result.stderr
 

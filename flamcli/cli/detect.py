@@ -28,12 +28,16 @@ class Format(str, Enum):
 
 def split_audio_and_queries(arguments: list[str]) -> tuple[list[str], list[str]]:
     """First argument is audio; following ones that name existing audio files or directories
-    are audio too (so unquoted shell globs work); the rest are queries."""
+    are audio too (so unquoted shell globs work), and so are ones that only look like audio
+    paths (an audio extension, a trailing slash), so that a mistyped second path is reported
+    as missing instead of being searched for as a sound. The rest are queries."""
     audio, rest = arguments[:1], arguments[1:]
     while rest and rest[0].strip():  # an empty argument is an (empty) query, not "."
-        candidate = Path(rest[0]).expanduser()
-        is_audio_file = candidate.is_file() and candidate.suffix.lower() in AUDIO_EXTENSIONS
-        if not (is_audio_file or candidate.is_dir()):
+        argument = rest[0]
+        candidate = Path(argument).expanduser()
+        looks_like_audio = (candidate.suffix.lower() in AUDIO_EXTENSIONS
+                            or argument.endswith(("/", os.sep)))
+        if not (looks_like_audio or candidate.is_dir()):
             break
         audio.append(rest.pop(0))
     return audio, rest
@@ -96,7 +100,8 @@ def detect(
     arguments: Annotated[list[str], typer.Argument(
         metavar="AUDIO [QUERY]...",
         help="AUDIO: a file (wav, flac, ogg, mp3), a directory (searched recursively), a quoted "
-             "glob, or - to read paths from stdin; more existing audio paths may follow. "
+             "glob, or - to read paths from stdin; more audio paths may follow (an argument "
+             "with an audio extension or a trailing / is a path, reported if missing). "
              "QUERY: free-text descriptions of the sounds to find.",
         show_default=False)],
     query: Annotated[Optional[list[str]], typer.Option(
