@@ -26,12 +26,22 @@ class Answer:
     present: bool
     presence: float  # highest smoothed frame probability of the query in the file
     intervals: list[tuple[float, float, float]] = field(default_factory=list)  # start, end, conf.
+    threshold: float | None = None  # the presence threshold the query was held to
+
+    @property
+    def too_short(self) -> bool:
+        """Absent although the peak passed the threshold: no run above it lasted
+        ``min_duration``."""
+        return (not self.present and self.threshold is not None
+                and self.presence >= self.threshold)
 
     def as_dict(self) -> dict:
-        return {"query": self.query, "present": self.present,
-                "presence": round(self.presence, 6),
-                "intervals": [[round(a, 3), round(b, 3), round(c, 6)]
-                              for a, b, c in self.intervals]}
+        out = {"query": self.query, "present": self.present,
+               "presence": round(self.presence, 6),
+               "intervals": [[round(a, 3), round(b, 3), round(c, 6)] for a, b, c in self.intervals]}
+        if self.threshold is not None:
+            out["threshold"] = round(self.threshold, 6)
+        return out
 
 
 @dataclass
@@ -109,7 +119,8 @@ def answers_from_detection(result: FileResult, top_k: int | None = None) -> list
         windows.sort()
         scores = result.scores[:, column]
         presence = float(scores.max()) if len(scores) else 0.0
-        answers.append(Answer(query, bool(windows), presence, windows))
+        threshold = result.thresholds[column] if column < len(result.thresholds) else None
+        answers.append(Answer(query, bool(windows), presence, windows, threshold))
     return answers
 
 

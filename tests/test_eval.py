@@ -375,6 +375,35 @@ def test_cli_sed_output_file_and_events(cli, sed_files, tmp_path):
     assert report["psds1"] is None and report["hard_predictions"] is True
 
 
+def test_cli_sed_matches_predictions_named_by_path(cli, sed_files, tmp_path):
+    # `flam detect mixtures/audio "…"` names clips by path; the ground truth by file name.
+    folder, case = sed_files
+    table = ["filename\tonset\toffset\t" + "\t".join(case["queries"])]
+    for clip in case["clips"]:
+        rows = (folder / "scores" / f"{clip}.scores.tsv").read_text().splitlines()[1:]
+        table += [f"mixtures/audio/{clip}.wav\t{row}" for row in rows]
+    (tmp_path / "all.tsv").write_text("\n".join(table) + "\n")
+    result = cli("eval", "sed", "-g", folder / "gt.tsv", "-d", folder / "durations.tsv",
+                 "--scores", tmp_path / "all.tsv")
+    assert result.exit_code == 0, result.stderr
+    assert "matched to the evaluation set by their path's end" in result.stderr
+    assert abs(json.loads(result.stdout)["psds1"] - case["expected"]["psds1"]["value"]) <= TOL
+    events = ["filename\tonset\toffset\tevent_label"]
+    for clip, v in case["clips"].items():
+        events += [f"mixtures/audio/{clip}.wav\t{e[0]}\t{e[1]}\t{e[2]}" for e in v["events"]]
+    (tmp_path / "pred.tsv").write_text("\n".join(events) + "\n")
+    result = cli("eval", "sed", "-g", folder / "gt.tsv", "-d", folder / "durations.tsv",
+                 "--events", tmp_path / "pred.tsv")
+    assert result.exit_code == 0 and json.loads(result.stdout)["event_f1"] == 1.0
+    # Predictions for other clips only: an input error, not F1 = 0.
+    (tmp_path / "other.tsv").write_text("filename\tonset\toffset\tevent_label\n"
+                                        "elsewhere.wav\t0.0\t1.0\tdog\n")
+    result = cli("eval", "sed", "-g", folder / "gt.tsv", "-d", folder / "durations.tsv",
+                 "--events", tmp_path / "other.tsv")
+    assert result.exit_code == 3
+    assert "no predicted clip is in the evaluation set" in result.stderr
+
+
 def test_cli_sed_audacity_ground_truth(cli, tmp_path):
     labels = tmp_path / "labels"
     labels.mkdir()

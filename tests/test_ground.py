@@ -11,6 +11,7 @@ import pytest
 import flamcli
 from flamcli.detection import FileResult
 from flamcli.events import DEFAULT_GROUND_MEDIAN_FILTER, Event
+from flamcli.cli.ground import human_line
 from flamcli.grounding import answers_from_detection, ground
 
 
@@ -52,6 +53,14 @@ def test_library_presence_follows_the_threshold(debug_model, clip):
     [long_only] = ground(debug_model, [clip], ["dog barks"], threshold=peak * 0.5,
                          min_duration=1000.0)
     assert not long_only.answers[0].present
+    # … and says so: the peak passed the threshold, only too briefly.
+    answer = long_only.answers[0]
+    assert answer.threshold == pytest.approx(peak * 0.5) and answer.too_short
+    assert not above.answers[0].too_short
+    assert human_line(answer, "") == (f"dog barks: absent (max {peak:.2f}, above "
+                                      f"{peak * 0.5:.3g} for less than --min-duration)")
+    assert human_line(above.answers[0], "") == f"dog barks: absent (max {peak:.2f})"
+    assert answer.as_dict()["threshold"] == pytest.approx(peak * 0.5, abs=1e-6)
 
 
 def test_default_threshold_is_the_models_presence_threshold(debug_model, clip, monkeypatch):

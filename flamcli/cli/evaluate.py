@@ -199,7 +199,8 @@ def sed_command(
         raise typer.Exit(ExitCode.USAGE)
 
     def body():
-        from ..evaluation.inputs import read_durations, read_events, read_scores
+        from ..evaluation.inputs import (match_clip_ids, read_durations, read_events,
+                                         read_scores)
         from ..evaluation.sed import evaluate_sed, events_as_scores
 
         truth, warnings = read_events(ground_truth)
@@ -213,12 +214,18 @@ def sed_command(
         hard = False
         if scores is not None:
             queries, tables = read_scores(scores)
+            tables, notes = match_clip_ids(tables, lengths, str(scores))
+            for message in notes:
+                log.info(message)
             names["scores"] = str(scores)
             meta["scores"] = str(scores)
         elif events is not None:
             predicted, more = read_events(events, predictions=True)
+            predicted, notes = match_clip_ids(predicted, lengths, str(events))
             for message in more:
                 log.warning(message)
+            for message in notes:
+                log.info(message)
             queries = labels
             tables, more = events_as_scores(predicted, queries, lengths)
             for message in more:

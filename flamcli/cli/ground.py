@@ -38,6 +38,9 @@ def human_line(answer, prefix: str) -> str:
     if answer.present:
         windows = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.2f})" for a, b, c in answer.intervals)
         return f"{prefix}{answer.query}: {windows}"
+    if answer.too_short:  # say why a peak above the threshold is still "absent"
+        return (f"{prefix}{answer.query}: absent (max {answer.presence:.2f}, above "
+                f"{answer.threshold:.3g} for less than --min-duration)")
     return f"{prefix}{answer.query}: absent (max {answer.presence:.2f})"
 
 

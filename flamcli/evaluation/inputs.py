@@ -40,6 +40,33 @@ def clip_id(filename: str) -> str:
     return stem if dot and "/" not in ext and stem else name
 
 
+def match_clip_ids(table: dict, clips, source: str) -> tuple[dict, list[str]]:
+    """Re-key ``table`` (per-clip predictions) to the evaluation's clip ids → (table, notes).
+
+    ``flam detect`` run on a folder names each clip by its path (``mixtures/audio/sed_000000``)
+    while ground truth names it by file (``sed_000000``): a predicted id that is not a clip is
+    taken as the clip it ends with after a ``/`` (or that ends with it), when exactly one does.
+    """
+    clips = set(clips)
+    by_name: dict[str, list[str]] = {}
+    for clip in clips:
+        by_name.setdefault(clip.rsplit("/", 1)[-1], []).append(clip)
+    out, moved = {}, 0
+    for key, value in table.items():
+        target = key
+        if key not in clips:
+            fits = [c for c in by_name.get(key.rsplit("/", 1)[-1], [])
+                    if key.endswith("/" + c) or c.endswith("/" + key)]
+            if len(fits) == 1 and fits[0] not in table:
+                target, moved = fits[0], moved + 1
+        if target in out:
+            raise EvalInputError(f"{source}: clips {key!r} and another both name {target!r}")
+        out[target] = value
+    notes = [f"{source}: {moved} clip(s) matched to the evaluation set by their path's end "
+             f"(e.g. {next(k for k in table if k not in clips)!r})"] if moved else []
+    return out, notes
+
+
 def clean_label(text: str) -> str:
     return " ".join(str(text).split())
 

@@ -226,6 +226,9 @@ def events_as_scores(predictions: Mapping[str, list], queries: Sequence[str],
     if unknown:
         warnings.append(f"predicted labels that are not queries ignored: {unknown[:3]}")
     extra = sorted(set(predictions) - set(durations))
+    if predictions and len(extra) == len(predictions):
+        raise EvalInputError(f"no predicted clip is in the evaluation set (predictions name "
+                             f"{extra[0]!r}, the durations e.g. {min(durations)!r})")
     if extra:
         warnings.append(f"{len(extra)} predicted clip(s) not in the evaluation set ignored "
                         f"(e.g. {extra[0]!r})")
