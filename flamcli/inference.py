@@ -53,7 +53,8 @@ class WindowPlan:
         overlap_frames = int(round(overlap_seconds / model.frame_seconds))
         if not 0 <= overlap_frames < frames:
             raise ValueError(
-                f"overlap must be between 0 and {frames * model.frame_seconds:g} s (one window)"
+                f"overlap must be at least 0 and shorter than one window "
+                f"({frames * model.frame_seconds:g} s)"
             )
         return cls(model.sample_rate, model.window_samples, frames, frames - overlap_frames)
 

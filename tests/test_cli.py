@@ -213,8 +213,18 @@ def test_usage_errors_exit_2(cli, make_audio):
     result = cli("detect", clip, "dog", "-m", "debug", "-t", "cat=0.3")
     assert result.exit_code == 2 and "unknown query" in result.stderr
     assert cli("detect", clip, "dog", "-m", "debug", "-f", "xml").exit_code == 2
-    result = cli("detect", clip, "dog", "-m", "debug", "--overlap", "20")
-    assert result.exit_code == 2 and "overlap" in result.stderr
+    for overlap in ("20", "10"):  # a whole window (10 s) is too much overlap as well
+        result = cli("detect", clip, "dog", "-m", "debug", "--overlap", overlap)
+        assert result.exit_code == 2 and f"--overlap {overlap}:" in result.stderr
+        assert result.stdout == ""  # refused before any output
+    result = cli("detect", clip, "dog", "-m", "debug", "--device", "gpu")
+    assert result.exit_code == 2 and "gpu" in result.stderr
+    import torch
+
+    if not torch.cuda.is_available():  # a usage error, not "model could not be loaded"
+        for command in ("detect", "ground"):
+            result = cli(command, clip, "dog", "-m", "debug", "--device", "cuda")
+            assert result.exit_code == 2 and "CUDA is not available" in result.stderr
     result = cli("detect", clip, "dog", "-m", "debug", "--queries", "/nonexistent/q.txt")
     assert result.exit_code == 2
 

@@ -96,8 +96,22 @@ RevisionOption = Annotated[
     Optional[str],
     typer.Option("--revision", help="Hub revision (commit) instead of the registry's pinned one."),
 ]
+def check_device(value: str) -> str:
+    """--device: refused before any work when it names no device or CUDA is not there."""
+    if value in ("auto", "cpu"):
+        return value
+    if value != "cuda" and not (value.startswith("cuda:") and value[5:].isdigit()):
+        raise typer.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise typer.BadParameter(f"{value}: CUDA is not available on this machine")
+    return value
+
+
 DeviceOption = Annotated[
-    str, typer.Option("--device", help="auto (CUDA when available), cpu or cuda.")
+    str, typer.Option("--device", callback=check_device,
+                      help="auto (CUDA when available), cpu or cuda.")
 ]
 ThreadsOption = Annotated[
     Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")

@@ -159,6 +159,7 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
          min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
          batch_size, threads, quiet, cache_dir=None) -> int:
     from ..detection import QueryError, clean_queries, iter_detect, resolve_thresholds
+    from ..inference import WindowPlan
     from ..models.registry import ModelLoadError, load_model
     from ..writers import get_writer, write_file_outputs
 
@@ -198,6 +199,11 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
         log.error(str(exc))
         return ExitCode.MODEL
     log.info(f"model: {model.info.name} ({model.info.source}) on {model.device}")
+    try:  # the window length comes with the model: check --overlap before any output
+        WindowPlan.for_model(model, overlap)
+    except ValueError as exc:
+        log.error(f"--overlap {overlap:g}: {exc}")
+        return ExitCode.USAGE
 
     metadata = {"model": model.info.as_dict()}
     writer = get_writer(fmt.value, sys.stdout, metadata, multiple_files=len(inputs) > 1)
@@ -242,9 +248,6 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
             bar.stop()
         log.error("interrupted: files written so far are complete; nothing is half-written")
         return ExitCode.INTERRUPTED
-    except ValueError as exc:  # e.g. --overlap longer than a window
-        log.error(str(exc))
-        return ExitCode.USAGE
     finally:
         if bar is not None:
             bar.stop()

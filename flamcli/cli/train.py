@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .common import ExitCode, Log, QuietOption, ThreadsOption, configure_torch
+from .common import ExitCode, Log, QuietOption, ThreadsOption, check_device, configure_torch
 
 
 def _command(ctx: typer.Context) -> str:
@@ -101,7 +101,8 @@ def train_command(
     freeze_text: Annotated[bool, typer.Option(
         "--freeze-text", help="Freeze the text encoder (caption features are cached).")] = False,
     compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the audio tower.")] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option("--device", callback=check_device,
+                                        help="auto, cpu or cuda.")] = "auto",
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
 ) -> None:
