@@ -179,13 +179,15 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
     except (typer.BadParameter, QueryError) as exc:
         log.error(f"--threshold: {exc}")
         return ExitCode.USAGE
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        log.error(f"--device {device!r}: choose auto, cpu or cuda")
-        return ExitCode.USAGE
 
     from ..audio import expand_inputs
 
     inputs, problems = expand_inputs(audio_args)
+    if fmt.value == "audacity" and len(inputs) > 1:
+        # A label track has no file column: several files' labels on one stream would mix.
+        log.error(f"-f audacity: a label track holds one file's labels, and {len(inputs)} "
+                  "files were given; use -o DIR for a <name>.labels.txt per file")
+        return ExitCode.USAGE
     for problem in problems:
         log.error(problem)
         failed = True
