@@ -15,9 +15,22 @@ def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list on stdout.")] = False,
 ) -> None:
     """List the models --model accepts by name (directories and files work too)."""
+    from ..models.config import FlamConfig
     from ..models.registry import BUNDLED_MODEL, bundled_model_dir, list_models
 
     entries = list_models()
+
+    def threshold_of(e) -> float:
+        """The presence threshold `flam ground` uses by default: the bundled model's card
+        value, the calibrated boundary for the others."""
+        folder = bundled_model_dir(e.name) if e.name == BUNDLED_MODEL else None
+        if folder is not None:
+            try:
+                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+                return float(config.get("presence_threshold", FlamConfig.presence_threshold))
+            except (OSError, ValueError):
+                pass
+        return FlamConfig.presence_threshold
 
     def source_of(e) -> str:
         if e.repo_id:
@@ -29,11 +42,13 @@ def models_command(
     if as_json:
         typer.echo(json.dumps([
             {"name": e.name, "description": e.description, "source": source_of(e),
-             "repo_id": e.repo_id, "revision": e.revision, "licence": e.licence}
+             "repo_id": e.repo_id, "revision": e.revision, "licence": e.licence,
+             "presence_threshold": threshold_of(e)}
             for e in entries
         ], indent=2))
         return
     for e in entries:
         source = source_of(e)
         licence = f"  [{e.licence}]" if e.licence else ""
-        typer.echo(f"{e.name}\t{source}\t{e.description}{licence}")
+        typer.echo(f"{e.name}\t{source}\t{e.description}{licence}  "
+                   f"(flam ground threshold {threshold_of(e):g})")
