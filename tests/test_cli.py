@@ -208,6 +208,10 @@ def test_usage_errors_exit_2(cli, make_audio):
     clip = make_audio("a.wav")
     assert cli("detect", clip, "dog", "-m", "debug", "-t", "1.5").exit_code == 2
     assert cli("detect", clip, "dog", "-m", "debug", "-t", "cat=x").exit_code == 2
+    result = cli("detect", clip, "dog", "-m", "debug", "-t", "0.5", "-t", "0.9")
+    assert result.exit_code == 2 and "two default thresholds" in result.stderr
+    result = cli("ground", clip, "dog", "-m", "debug", "-t", "dog=0.5", "-t", "dog=0.9")
+    assert result.exit_code == 2 and "two thresholds for 'dog'" in result.stderr
     result = cli("detect", clip, "dog", "-m", "debug", "-t", "cat=0.3")
     assert result.exit_code == 2 and "unknown query" in result.stderr
     assert cli("detect", clip, "dog", "-m", "debug", "-f", "xml").exit_code == 2

@@ -68,6 +68,7 @@ def parse_thresholds(values: list[str], default: float | None = DEFAULT_THRESHOL
     """``0.6`` sets the default; ``"dog barks=0.7"`` sets one query's threshold. A ``default``
     of None leaves it to the model (flam ground)."""
     per_query = {}
+    given_default = None
     for value in values:
         name, sep, number = value.rpartition("=")
         try:
@@ -77,9 +78,16 @@ def parse_thresholds(values: list[str], default: float | None = DEFAULT_THRESHOL
         if not 0.0 <= threshold <= 1.0:
             raise typer.BadParameter(f"{value!r}: thresholds are probabilities in [0, 1]")
         if sep:
-            per_query[" ".join(name.split())] = threshold
+            query = " ".join(name.split())
+            if query in per_query and per_query[query] != threshold:
+                raise typer.BadParameter(f"two thresholds for {query!r}")
+            per_query[query] = threshold
         else:
-            default = threshold
+            if given_default is not None and given_default != threshold:
+                raise typer.BadParameter(f"two default thresholds ({given_default:g} and "
+                                         f"{threshold:g}); name a query for the other: "
+                                         f"\"QUERY={threshold:g}\"")
+            default = given_default = threshold
     return {"*": default, **per_query} if per_query else default
 
 
