@@ -109,6 +109,9 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
         counter = 2
         while stem in stems:
             stem, counter = f"{base}-{counter}", counter + 1
+        if stem != base:
+            logger.info(f"{display}: its output files are named {stem}.* (another input is "
+                        f"also named {base})")
         stems.add(stem)
         inputs.append(AudioInput(path, display, stem))
 

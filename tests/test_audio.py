@@ -86,7 +86,7 @@ def test_nan_samples_are_reported_with_their_time(make_audio):
         list(read_blocks(path))
 
 
-def test_expand_inputs_dirs_globs_stdin_and_problems(tmp_path, make_audio):
+def test_expand_inputs_dirs_globs_stdin_and_problems(tmp_path, make_audio, caplog):
     a = make_audio("set/a.wav")
     b = make_audio("set/sub/b.flac")
     make_audio("set/sub/a.wav")  # same stem as set/a.wav in another folder: kept apart
@@ -104,3 +104,10 @@ def test_expand_inputs_dirs_globs_stdin_and_problems(tmp_path, make_audio):
     assert [i.path for i in inputs] == [a, b] and not problems  # duplicates collapse
     inputs, _ = expand_inputs([str(tmp_path / "set" / "**" / "*.flac")])
     assert [i.path for i in inputs] == [b]
+    # Two files named a.wav given one by one: the second's outputs get another name, said once.
+    other = make_audio("elsewhere/a.wav")
+    with caplog.at_level("INFO", logger="flamcli"):
+        inputs, _ = expand_inputs([str(a), str(other)])
+    assert [i.stem for i in inputs] == ["a", "a-2"]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{other}: its output files are named a-2.* (another input is also named a)"]
