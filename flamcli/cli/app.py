@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -60,15 +61,27 @@ def main() -> None:
             _silence_stdout()
             sys.exit(ExitCode.BROKEN_PIPE)
         raise
-    except OSError as exc:  # a full disk or a vanished device under stdout or a file
-        where = exc.filename or "standard output"
-        Log().error(f"{where}: could not write: {exc.strerror or exc}")
-        if not exc.filename:
+    except OSError as exc:
+        if exc.filename:  # a file that vanished or filled the disk outside the per-file checks
+            Log().error(f"{exc.filename}: {exc.strerror or exc}")
+            sys.exit(ExitCode.INPUT_FAILED)
+        if exc.errno in _OUTPUT_ERRNOS:  # stdout on a full disk or a vanished device
+            Log().error(f"standard output: could not write: {exc.strerror}")
             _silence_stdout()
-        sys.exit(ExitCode.INPUT_FAILED)
-    except Exception as exc:  # a bug: one line unless debugging
-        if os.environ.get("FLAM_DEBUG"):
-            raise
-        Log().error(f"internal error: {exc.__class__.__name__}: {exc} "
-                    "(set FLAM_DEBUG=1 for a traceback, and please report it)")
-        sys.exit(ExitCode.INTERNAL)
+            sys.exit(ExitCode.INPUT_FAILED)
+        _internal_error(exc)
+    except Exception as exc:
+        _internal_error(exc)
+
+
+# Write errors that say "the output went wrong", not "flam has a bug".
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG, errno.EBADF, errno.EROFS}
+
+
+def _internal_error(exc: Exception) -> None:
+    """A bug: one line (and code 5) unless FLAM_DEBUG asks for the traceback."""
+    if os.environ.get("FLAM_DEBUG"):
+        raise exc
+    Log().error(f"internal error: {exc.__class__.__name__}: {exc} "
+                "(set FLAM_DEBUG=1 for a traceback, and please report it)")
+    sys.exit(ExitCode.INTERNAL)

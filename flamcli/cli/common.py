@@ -96,6 +96,8 @@ RevisionOption = Annotated[
     Optional[str],
     typer.Option("--revision", help="Hub revision (commit) instead of the registry's pinned one."),
 ]
+
+
 def check_device(value: str) -> str:
     """--device: refused before any work when it names no device or CUDA is not there."""
     if value in ("auto", "cpu"):

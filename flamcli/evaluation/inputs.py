@@ -51,19 +51,20 @@ def match_clip_ids(table: dict, clips, source: str) -> tuple[dict, list[str]]:
     by_name: dict[str, list[str]] = {}
     for clip in clips:
         by_name.setdefault(clip.rsplit("/", 1)[-1], []).append(clip)
-    out, moved = {}, 0
+    out, moved = {}, []
     for key, value in table.items():
         target = key
         if key not in clips:
             fits = [c for c in by_name.get(key.rsplit("/", 1)[-1], [])
                     if key.endswith("/" + c) or c.endswith("/" + key)]
             if len(fits) == 1 and fits[0] not in table:
-                target, moved = fits[0], moved + 1
+                target = fits[0]
+                moved.append((key, target))
         if target in out:
             raise EvalInputError(f"{source}: clips {key!r} and another both name {target!r}")
         out[target] = value
-    notes = [f"{source}: {moved} clip(s) matched to the evaluation set by their path's end "
-             f"(e.g. {next(k for k in table if k not in clips)!r})"] if moved else []
+    notes = [f"{source}: {len(moved)} clip(s) matched to the evaluation set by their path's "
+             f"end (e.g. {moved[0][0]!r} as {moved[0][1]!r})"] if moved else []
     return out, notes
 
 
