@@ -156,9 +156,10 @@ class SedRecipe(Recipe):
     event_speed: tuple[float, float] = (1.0, 1.0)  # playback-rate factor per event
     event_tilt_db: float = 0.0  # spectral tilt per event, ±this many dB per octave
     # Which clip plays: FLAM draws every clip equally often (0), so a caption with 40 clips
-    # is heard 20 times as often as one with 2, and the rare captions are the ones a held-out
-    # evaluation misses. A clip's weight is (clips sharing its caption)^-event_balance: 1 draws
-    # every caption equally often, 0.5 is in between.
+    # is heard 20 times as often as one with 2 and the model learns the common captions far
+    # more than the rare ones. A clip's weight is (clips sharing its caption)^-event_balance:
+    # 1 draws every caption equally often (and replays single clips until they are learnt by
+    # heart), 0.5 is in between.
     event_balance: float = 0.0
 
     name = "sed"
