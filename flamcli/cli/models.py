@@ -26,9 +26,9 @@ def models_command(
         folder = bundled_model_dir(e.name) if e.name == BUNDLED_MODEL else None
         if folder is not None:
             try:
-                config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-                return float(config.get("presence_threshold", FlamConfig.presence_threshold))
-            except (OSError, ValueError):
+                text = (folder / "config.json").read_text(encoding="utf-8")
+                return FlamConfig.from_dict(json.loads(text)).presence_threshold
+            except (OSError, ValueError, TypeError):  # unreadable: `flam detect` will say so
                 pass
         return FlamConfig.presence_threshold
 
