@@ -16,7 +16,8 @@ def models_command(
 ) -> None:
     """List the models --model accepts by name (directories and files work too)."""
     from ..models.config import FlamConfig
-    from ..models.registry import BUNDLED_MODEL, bundled_model_dir, list_models
+    from ..models.registry import (BUNDLED_MODEL, ModelLoadError, bundled_model_dir,
+                                   list_models, read_model_config)
 
     entries = list_models()
 
@@ -26,9 +27,8 @@ def models_command(
         folder = bundled_model_dir(e.name) if e.name == BUNDLED_MODEL else None
         if folder is not None:
             try:
-                text = (folder / "config.json").read_text(encoding="utf-8")
-                return FlamConfig.from_dict(json.loads(text)).presence_threshold
-            except (OSError, ValueError, TypeError):  # unreadable: `flam detect` will say so
+                return read_model_config(folder).presence_threshold
+            except ModelLoadError:  # unreadable: `flam detect` will say so
                 pass
         return FlamConfig.presence_threshold
 

@@ -154,18 +154,23 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def read_model_config(directory: Path) -> FlamConfig:
+    """A flam model directory's ``config.json``, checked (ModelLoadError names the file)."""
+    config_path = Path(directory) / CONFIG_FILE
+    try:
+        return FlamConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, OSError) as exc:  # JSONDecodeError is a ValueError
+        raise ModelLoadError(f"invalid {config_path}: {exc}") from None
+
+
 def load_model_directory(directory: Path, info: ModelInfo | None = None,
                          weights: Path | None = None) -> FlamModel:
     directory = Path(directory)
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
+    if not (directory / CONFIG_FILE).is_file():
         if (directory / OPENFLAM_CHECKPOINT).is_file() or (weights and weights.suffix == ".pth"):
             return load_openflam_directory(directory, weights or directory / OPENFLAM_CHECKPOINT)
         raise ModelLoadError(f"{directory} is not a flam model directory (no {CONFIG_FILE})")
-    try:
-        config = FlamConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"invalid {config_path}: {exc}") from None
+    config = read_model_config(directory)
     try:
         tokenizer = TextTokenizer.from_directory(directory, config.text)
     except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
