@@ -270,14 +270,22 @@ def _pick(candidates: list, rng: np.random.Generator):
     return candidates[int(rng.integers(len(candidates)))]
 
 
-def _pick_event(candidates: list[BankClip], balance: float, rng: np.random.Generator) -> BankClip:
-    """An event clip; with ``balance`` > 0 a clip's chance is (clips sharing its caption)^-balance,
-    so rare captions are heard more often. Balance 0 keeps FLAM's draw (and its random stream)."""
+def _event_chances(candidates: list[BankClip], balance: float) -> np.ndarray | None:
+    """Each clip's chance of being drawn: (clips sharing its caption)^-balance, normalised, so
+    rare captions are heard more often; None for balance 0 (FLAM's uniform draw)."""
     if balance == 0:
-        return _pick(candidates, rng)
+        return None
     counts = Counter(c.clip.label for c in candidates)
     weights = np.array([counts[c.clip.label] ** -balance for c in candidates])
-    return candidates[int(rng.choice(len(candidates), p=weights / weights.sum()))]
+    return weights / weights.sum()
+
+
+def _pick_event(candidates: list[BankClip], chances: np.ndarray | None,
+                rng: np.random.Generator) -> BankClip:
+    """An event clip; uniform chances keep FLAM's draw and its random stream."""
+    if chances is None:
+        return _pick(candidates, rng)
+    return candidates[int(rng.choice(len(candidates), p=chances))]
 
 
 def _event_gain(clip: BankClip, background_dbfs: float, rng, recipe: Recipe) -> float:
@@ -407,9 +415,10 @@ def plan_sed(bank: AudioBank, recipe: SedRecipe, seed: int, index: int) -> dict:
     timeline = _Timeline(total, recipe.max_concurrent)
     usable = [c for c in bank.events if len(c.audio) <= total]
     min_piece = round(recipe.min_piece * recipe.sample_rate)
+    chances = _event_chances(usable, recipe.event_balance)
     occurrences, dropped = plan["occurrences"], 0
     for group in range(int(rng.integers(recipe.events[0], recipe.events[1] + 1))):
-        clip = _pick_event(usable, recipe.event_balance, rng)
+        clip = _pick_event(usable, chances, rng)
         gain = _event_gain(clip, background_dbfs, rng, recipe)
         length = len(clip.audio)
         variation = _event_variation(recipe, rng, length, total)
