@@ -276,6 +276,62 @@ def test_frames_fine_tunes_a_cnn_model_at_a_finer_grid(cli, train_data, tmp_path
     assert odd.exit_code != 0 and "--frames 7" in odd.stderr
 
 
+def test_frequency_masking_blanks_bands_in_training_only():
+    import dataclasses
+
+    from flamcli.models.cnn import CNNEncoder, mask_frequency_bands
+    from flamcli.models.config import debug_config
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 1, 20, 32) + 5.0  # no bin is 0 before masking
+    masked = mask_frequency_bands(x, bands=2, max_bins=8)
+    blank = (masked == 0).all(dim=2)[:, 0, :]  # [clips, mels]: bins blanked on every frame
+    assert torch.equal(torch.where(blank[:, None, None, :], x, masked), x)  # the rest is kept
+    widths = blank.sum(dim=1)
+    assert widths.max() <= 16 and widths.float().mean() > 3  # two bands of 0–8 bins, some overlap
+    for row in blank:  # each clip's blank bins form at most two runs
+        edges = torch.diff(torch.cat([torch.tensor([0]), row.int(), torch.tensor([0])]))
+        assert (edges == 1).sum() <= 2
+    assert mask_frequency_bands(x, bands=1, max_bins=32).eq(0).any()
+
+    config = debug_config()
+    config.audio = dataclasses.replace(config.audio, kind="cnn", channels=(4, 8, 8, 16), frames=32,
+                                       freq_masks=2)
+    config.validate()
+    tower = CNNEncoder(config.frontend, config.audio)
+    wave = torch.randn(2, config.frontend.window_samples)
+    tower.eval()  # inference never masks: the same clip gives the same frames
+    with torch.no_grad():
+        assert torch.equal(tower(wave), tower(wave))
+    tower.train()
+    with torch.no_grad():
+        assert not torch.allclose(tower(wave), tower(wave))
+    config.audio = dataclasses.replace(config.audio, freq_mask_bins=0)
+    with pytest.raises(ValueError, match="freq_mask_bins"):
+        config.validate()
+
+
+def test_freq_masks_option_sets_the_trained_models_config(cli, train_data, tmp_path):
+    import dataclasses
+
+    from flamcli.models.config import debug_config
+    from flamcli.models.registry import load_model
+
+    config = debug_config()
+    config.audio = dataclasses.replace(config.audio, kind="cnn", channels=(4, 8, 8, 16), frames=32)
+    config_file = tmp_path / "cnn.json"
+    config_file.write_text(json.dumps(config.to_dict()))
+    mix, _ = train_data
+    result = cli("train", "--data", mix, "--output", tmp_path / "m", "--config", config_file,
+                 "--freq-masks", 2, "--max-steps", 1, "--batch-size", 2, "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert load_model(tmp_path / "m").config.audio.freq_masks == 2
+    refused = cli("train", "--data", mix, "--output", tmp_path / "x", "--freq-masks", 2,
+                  "--max-steps", 1, "--device", "cpu")  # debug: a transformer tower
+    assert refused.exit_code != 0 and "--freq-masks 2" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_augmentations_are_deterministic_and_configurable(train_data):
     from flamcli.training.data import Augment, open_data
 

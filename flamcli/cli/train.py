@@ -46,6 +46,10 @@ def train_command(
         "--frames", min=1, help="Output frames per window for a cnn audio tower (default: the "
                                 "architecture's). No weight depends on it: --init a model and "
                                 "fine-tune it at a finer time grid.")] = None,
+    freq_masks: Annotated[Optional[int], typer.Option(
+        "--freq-masks", min=0, help="cnn audio tower: blank this many random bands of up to 8 "
+                                    "mel bins in each training clip (SpecAugment; 0 = off; "
+                                    "default: the model's config). Inference is unchanged.")] = None,
     max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Optimiser steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, help="Clips per process per micro-batch (5 text slots each).")] = 8,
@@ -120,7 +124,7 @@ def train_command(
     log.attach()
     configure_torch(threads)
     cfg = TrainConfig(
-        data=str(data), output=str(output), config=config, init=init, frames=frames,
+        data=str(data), output=str(output), config=config, init=init, frames=frames, freq_masks=freq_masks,
         max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, seed=seed, checkpoint_every=checkpoint_every,

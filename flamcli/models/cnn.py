@@ -38,6 +38,24 @@ class ConvBlock(nn.Module):
         return F.avg_pool2d(x, self.pool, ceil_mode=True)
 
 
+def mask_frequency_bands(x: torch.Tensor, bands: int, max_bins: int) -> torch.Tensor:
+    """SpecAugment's frequency masking of a normalised log-mel [B, 1, time, mels]: each clip
+    gets ``bands`` bands of 0…max_bins mel bins set to 0 (the normalised mean).
+
+    Frequency only: a time mask would blank frames whose labels still say the event sounds.
+    A held-out recording of a class differs from the training ones mostly in its spectrum
+    (another dog, another microphone), and hiding bands makes the tower use all of it.
+    """
+    n_mels = x.shape[-1]
+    keep = torch.ones(x.shape[0], n_mels, dtype=torch.bool, device=x.device)
+    bins = torch.arange(n_mels, device=x.device)
+    for _ in range(bands):
+        width = torch.randint(0, max_bins + 1, (x.shape[0], 1), device=x.device)
+        start = (torch.rand(x.shape[0], 1, device=x.device) * (n_mels - width + 1)).long()
+        keep &= ~((bins >= start) & (bins < start + width))
+    return x * keep[:, None, None, :].to(x.dtype)
+
+
 class CNNEncoder(LogmelTower):
     """[B, samples] → frame features [B, frames, channels[-1]]."""
 
@@ -57,6 +75,8 @@ class CNNEncoder(LogmelTower):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         x = self.logmel(waveform)
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)  # [B, 1, time, mels]
+        if self.training and self.config.freq_masks:
+            x = mask_frequency_bands(x, self.config.freq_masks, self.config.freq_mask_bins)
         for block in self.blocks:
             x = block(x)
         x = x.mean(dim=3)  # [B, C, time]

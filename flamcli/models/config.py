@@ -39,7 +39,7 @@ class AudioEncoderConfig:
     published architecture) or ``cnn`` (conv blocks + GRU, :mod:`flamcli.models.cnn`).
 
     The HTSAT fields are ignored by ``cnn`` and the CNN fields (``channels``, ``frames``,
-    ``dropout``) by ``htsat``.
+    ``dropout``, ``freq_masks``, ``freq_mask_bins``) by ``htsat``.
     """
 
     kind: str = "htsat"
@@ -55,6 +55,10 @@ class AudioEncoderConfig:
     channels: tuple[int, ...] = ()
     frames: int = 32
     dropout: float = 0.0
+    # SpecAugment's frequency masking, in training only (cnn): this many bands of up to
+    # freq_mask_bins mel bins each are blanked per clip (PANNs: 2 bands of up to 8 of 64 bins).
+    freq_masks: int = 0
+    freq_mask_bins: int = 8
 
     @property
     def out_dim(self) -> int:
@@ -125,6 +129,9 @@ class FlamConfig:
                 raise ValueError("a cnn audio tower needs channels (each ≥ 2) and frames ≥ 1")
             if f.window_samples % self.frames_per_window:
                 raise ValueError("window samples must be a multiple of the frame count")
+            if a.freq_masks < 0 or not 1 <= a.freq_mask_bins <= f.n_mels:
+                raise ValueError(f"freq_masks must be ≥ 0 and freq_mask_bins 1–{f.n_mels} "
+                                 "(the mel bins)")
             return
         if a.spec_size % a.freq_ratio or f.n_mels != a.spec_size // a.freq_ratio:
             raise ValueError(

@@ -47,6 +47,8 @@ class TrainConfig:
     # Output frames per window for a cnn audio tower (None: the architecture's own). No weight
     # depends on it, so a model trained at one frame rate can be fine-tuned at a finer one.
     frames: int | None = None
+    # SpecAugment frequency bands masked per training clip for a cnn tower (None: the config's).
+    freq_masks: int | None = None
     max_steps: int = 1000
     batch_size: int = 8  # clips per rank per micro-batch
     grad_accum: int = 1
@@ -163,6 +165,7 @@ def build_model(cfg: TrainConfig):
     if cfg.init:
         model = load_model(cfg.init, device="cpu")
         set_frames(model.config, cfg.frames)
+        set_freq_masks(model.config, cfg.freq_masks)
         return model
     named = {"debug": debug_config, "openflam-v1-base": openflam_v1_base_config}
     if cfg.config in named:
@@ -177,6 +180,7 @@ def build_model(cfg: TrainConfig):
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             raise TrainingError(f"--config {path}: {exc}") from None
     set_frames(config, cfg.frames)
+    set_freq_masks(config, cfg.freq_masks)
     torch.manual_seed(cfg.seed)
     # From scratch the text tower gets the byte-level tokenizer (ids < 260 fit any vocab).
     model = FlamModel(config, TextTokenizer(byte_tokenizer(), config.text))
@@ -186,19 +190,27 @@ def build_model(cfg: TrainConfig):
 
 def set_frames(config, frames: int | None) -> None:
     """Change a cnn tower's output frames per window in place (its module reads the config)."""
-    if frames is None or frames == config.frames_per_window:
-        return
+    if frames is not None and frames != config.frames_per_window:
+        _set_cnn_field(config, "--frames", "frames", frames)
+
+
+def set_freq_masks(config, bands: int | None) -> None:
+    """Turn a cnn tower's training-time frequency masking on or off (its module reads the config)."""
+    if bands is not None and bands != getattr(config.audio, "freq_masks", 0):
+        _set_cnn_field(config, "--freq-masks", "freq_masks", bands)
+
+
+def _set_cnn_field(config, option: str, name: str, value: int) -> None:
     if config.audio.kind != "cnn":
-        raise TrainingError(f"--frames {frames}: only a cnn audio tower can change its frame "
-                            f"count ({config.name} has a {config.audio.kind} tower with "
-                            f"{config.frames_per_window} frames per window)")
-    old = config.audio.frames
-    config.audio.frames = frames
+        raise TrainingError(f"{option} {value}: only a cnn audio tower has it ({config.name} "
+                            f"has a {config.audio.kind} tower)")
+    old = getattr(config.audio, name)
+    setattr(config.audio, name, value)
     try:
         config.validate()
     except ValueError as exc:
-        config.audio.frames = old
-        raise TrainingError(f"--frames {frames}: {exc}") from None
+        setattr(config.audio, name, old)
+        raise TrainingError(f"{option} {value}: {exc}") from None
 
 
 class TextCache:
