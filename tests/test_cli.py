@@ -268,6 +268,24 @@ def test_python_dash_m_and_console_script_in_a_real_process(make_audio):
     assert len(proc.stdout.splitlines()) == 2
 
 
+def test_usage_errors_are_one_line_and_exit_codes_survive_the_entry_point(make_audio):
+    clip = make_audio("a.wav", seconds=2.0)
+    flam = [sys.executable, "-m", "flamcli"]
+    bad = subprocess.run(flam + ["detect", str(clip), "dog", "--bogus"], capture_output=True,
+                         text=True, cwd=REPO, timeout=120)
+    assert bad.returncode == 2 and bad.stdout == ""
+    lines = bad.stderr.strip().splitlines()  # the program is named as invoked: python -m flamcli
+    assert len(lines) == 1 and re.fullmatch(
+        r"error: (.+) detect: No such option: --bogus \(see \1 detect -h\)", lines[0]), lines
+    # a command's own code still comes out: ground's "absent" is 1, its help 0
+    absent = subprocess.run(flam + ["ground", str(clip), "dog", "-m", "debug", "-t", "1"],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert absent.returncode == 1 and "dog: absent" in absent.stdout, absent.stderr
+    helped = subprocess.run(flam + ["ground", "-h"], capture_output=True, text=True, cwd=REPO,
+                            timeout=120)
+    assert helped.returncode == 0 and " ground [OPTIONS]" in helped.stdout
+
+
 def test_closed_or_full_stdout_gives_documented_codes(make_audio):
     clip = make_audio("a.wav", seconds=2.0)
     command = [sys.executable, "-m", "flamcli", "detect", str(clip), "dog", "-m", "debug", "-t", "0"]

@@ -45,7 +45,13 @@ def _silence_stdout() -> None:
 def main() -> None:
     """Console entry point: run the app, turning stray exceptions into one line and a code."""
     try:
-        app()
+        # Not standalone: Click would print its usage errors as a multi-line box.
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        Log().error("aborted")
+        sys.exit(ExitCode.INTERRUPTED)
+    except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
+        _usage_error(exc)
     except KeyboardInterrupt:
         Log().error("interrupted")
         sys.exit(ExitCode.INTERRUPTED)
@@ -72,6 +78,21 @@ def main() -> None:
         _internal_error(exc)
     except Exception as exc:
         _internal_error(exc)
+    # A command's own exit code (typer.Exit), 0 when it returned normally.
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+def _usage_error(exc: Exception) -> None:
+    """A bad option or argument: one line naming it and where help is, then exit 2."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # the command's help is already shown
+        sys.exit(ExitCode.USAGE)
+    format_message = getattr(exc, "format_message", None)
+    message = (format_message() if callable(format_message) else str(exc)).rstrip(".")
+    context = getattr(exc, "ctx", None)
+    where = f"{context.command_path}: " if context is not None else ""
+    hint = f" (see {context.command_path} -h)" if context is not None else ""
+    Log().error(f"{where}{message}{hint}")
+    sys.exit(max(int(getattr(exc, "exit_code", ExitCode.USAGE)), ExitCode.USAGE))
 
 
 # Write errors that say "the output went wrong", not "flam has a bug".
