@@ -14,6 +14,7 @@ from flamcli.synth import (AudioBank, GroundRecipe, RecipeError, SedRecipe, Synt
                            frame_targets, index_directory, make_mixture, plan_ground, plan_sed,
                            read_manifest, rerender, synthesize, write_manifest)
 from flamcli.synth.corpus import CorpusError, content_words, words_from_name
+from flamcli.synth.mixing import bank_notes
 
 # Each event is a steady tone at its own frequency between silent pads, so where its energy
 # is in a mixture can be measured independently of the labels.
@@ -630,6 +631,23 @@ def test_layers_mix_different_recordings_at_the_drawn_levels(aug_bank):
     level = 20 * np.log10(np.sqrt(np.mean(mixture.audio.astype(np.float64) ** 2)))
     # Two layers: the drawn level plus the second layer's power (10·log10(1 + 10^-0.6)).
     assert level == pytest.approx(mixture.plan["background_dbfs"] + 0.97, abs=0.3)
+
+
+def test_more_layers_than_backgrounds_is_said_once_and_still_mixes(clips, bank16, tmp_path, cli):
+    backgrounds = len(bank16.backgrounds)
+    wanted = SedRecipe(sample_rate=16000, background_layers=(1, backgrounds + 1))
+    assert bank_notes(bank16, wanted) == [
+        f"the recipe layers up to {backgrounds + 1} different background recordings, but the "
+        f"corpus has {backgrounds}: mixtures use at most {backgrounds}"]
+    assert bank_notes(bank16, SedRecipe(sample_rate=16000, background_layers=(1, backgrounds))) == []
+    summary = synthesize(clips, wanted, tmp_path / "a", 2, seed=0)
+    assert summary.made == 2 and summary.notes == bank_notes(bank16, wanted)
+    recipe_file = tmp_path / "r.json"
+    recipe_file.write_text(json.dumps(wanted.to_dict()))
+    manifest = write_manifest(clips, tmp_path / "m.csv")
+    result = cli("synth", "sed", manifest, "-o", tmp_path / "b", "-n", 2, "--recipe", recipe_file)
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.count("different background recordings") == 1
 
 
 def test_speed_shifts_pitch_and_reverse_plays_backwards(aug_bank):

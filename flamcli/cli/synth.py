@@ -204,6 +204,8 @@ def _run(recipe_name: str, manifest: Path, output: Path, count: int, seed: int, 
             bar.stop()
     for item in summary.skipped_clips:
         log.warning(f"{item.path}: skipped: {item.reason}")
+    for note in summary.notes:
+        log.warning(note)
     log.info(f"{output}: {summary.made} mixtures made, {summary.skipped_existing} already there "
              f"({summary.events} events, {summary.backgrounds} backgrounds used)")
     if any(item.failed for item in summary.skipped_clips):

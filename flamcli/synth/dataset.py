@@ -5,11 +5,13 @@ Its own module so that ``flam synth`` itself never has to import torch.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.utils.data
 
 from .corpus import Clip
-from .mixing import AudioBank, check_bank, make_mixture
+from .mixing import AudioBank, bank_notes, check_bank, make_mixture
 from .recipe import Recipe
 
 
@@ -26,6 +28,8 @@ class SynthDataset(torch.utils.data.IterableDataset):
         recipe.validate()
         self.bank = clips if isinstance(clips, AudioBank) else AudioBank.load(clips, recipe)[0]
         check_bank(self.bank, recipe)
+        for note in bank_notes(self.bank, recipe):
+            logging.getLogger(__name__).warning(note)
         self.recipe, self.seed, self.count, self.start = recipe, seed, count, start
 
     def __len__(self) -> int:

@@ -696,6 +696,17 @@ def make_mixture(bank: AudioBank, recipe: Recipe, seed: int, index: int) -> Mixt
     return render(plan, bank, recipe)
 
 
+def bank_notes(bank: AudioBank, recipe: Recipe) -> list[str]:
+    """What the recipe asks for that this corpus can only partly give (mixtures are still made)."""
+    notes = []
+    most = recipe.background_layers[1]
+    if most > len(bank.backgrounds):
+        notes.append(f"the recipe layers up to {most} different background recordings, but the "
+                     f"corpus has {len(bank.backgrounds)}: mixtures use at most "
+                     f"{len(bank.backgrounds)}")
+    return notes
+
+
 def check_bank(bank: AudioBank, recipe: Recipe) -> None:
     """Refuse corpora and requests that cannot make a single mixture."""
     if not bank.backgrounds:

@@ -29,7 +29,8 @@ import numpy as np
 
 from ..io import atomic_path, write_text_atomic
 from .corpus import Clip, Skipped
-from .mixing import AudioBank, Mixture, check_bank, make_mixture, mixture_id, render
+from .mixing import (AudioBank, Mixture, bank_notes, check_bank, make_mixture, mixture_id,
+                     render)
 from .recipe import Recipe, RecipeError
 
 
@@ -46,6 +47,7 @@ class SynthSummary:
     skipped_clips: list[Skipped] = field(default_factory=list)
     events: int = 0
     backgrounds: int = 0
+    notes: list[str] = field(default_factory=list)  # requests the corpus could only partly meet
 
 
 def corpus_fingerprint(bank: AudioBank) -> str:
@@ -164,7 +166,7 @@ def synthesize(
         _WORKER.clear()
     write_tables(out, recipe, count)
     return SynthSummary(out, count, len(todo), count - len(todo), skipped,
-                        len(bank.events), len(bank.backgrounds))
+                        len(bank.events), len(bank.backgrounds), bank_notes(bank, recipe))
 
 
 def write_tables(out: Path, recipe: Recipe, count: int) -> None:
