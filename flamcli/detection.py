@@ -106,12 +106,25 @@ def resolve_thresholds(queries: Sequence[str], threshold: float | Mapping[str, f
     return [float(threshold)] * len(queries)
 
 
+def model_thresholds(model: FlamModel, threshold=None) -> float | dict[str, float]:
+    """Fill in the model's own threshold (``config.presence_threshold``) wherever
+    ``threshold`` (None, a value, or ``{query: value, "*": default}``) leaves it open."""
+    default = float(model.config.presence_threshold)
+    if threshold is None:
+        return default
+    if isinstance(threshold, Mapping):
+        out = {k: float(v) for k, v in threshold.items() if v is not None}
+        out.setdefault("*", default)
+        return out
+    return float(threshold)
+
+
 def iter_detect(
     model: FlamModel | str,
     audio: str | os.PathLike | Iterable[str | os.PathLike | AudioInput],
     queries: Sequence[str],
     *,
-    threshold: float | Mapping[str, float] = DEFAULT_THRESHOLD,
+    threshold: float | Mapping[str, float | None] | None = None,
     median_filter_frames: int = DEFAULT_MEDIAN_FILTER,
     min_duration: float = 0.0,
     merge_gap: float = 0.0,
@@ -129,6 +142,8 @@ def iter_detect(
     are encoded once; windows of consecutive files share batches. With ``cache_dir``, frame
     embeddings are kept on disk per file content and model, so later queries on the same
     recordings skip the audio tower (identical scores; no spectrogram for cached files).
+    ``threshold`` (a value, or ``{query: value, "*": default}``) defaults to the model's own
+    (``config.presence_threshold``: 0.5, the calibrated boundary, unless measured otherwise).
     """
     if isinstance(model, str):
         from .models.registry import load_model
@@ -137,7 +152,7 @@ def iter_detect(
     queries, _, query_errors = clean_queries(queries)
     if query_errors or not queries:
         raise QueryError(query_errors[0] if query_errors else "no query given")
-    thresholds = resolve_thresholds(queries, threshold)
+    thresholds = resolve_thresholds(queries, model_thresholds(model, threshold))
     if isinstance(audio, (str, os.PathLike)):
         audio = [audio]
     inputs, problems = [], []

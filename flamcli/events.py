@@ -12,7 +12,7 @@ DEFAULT_MEDIAN_FILTER = 3  # frames, as in FLAM's evaluation (§5.2)
 # The presence defaults of `flam ground` (and `flam eval ground --audio`), chosen from refusal
 # of absent queries against recall of present ones on a held-out `flam synth ground` set with
 # bench/ground_presence.py (docs/benchmarks.md, "flam ground: presence defaults"). The
-# threshold is the model's own (FlamConfig.presence_threshold).
+# threshold is the model's own (FlamConfig.presence_threshold, flam detect's default too).
 # Measured on flam-tiny: a median filter only removed short true events (recall fell more
 # than refusal rose) and no minimum beyond one 0.3125 s frame helped, so a single frame above
 # the threshold is evidence; 0.3 s still drops slivers from finer-grained models.

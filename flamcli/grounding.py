@@ -84,7 +84,6 @@ def iter_ground(
         from .models.registry import load_model
 
         model = load_model(model)
-    threshold = presence_thresholds(model, threshold)
     for result in iter_detect(
         model, audio, queries, threshold=threshold, median_filter_frames=median_filter_frames,
         min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size,
@@ -95,18 +94,6 @@ def iter_ground(
         if result.ok:
             grounded.answers = answers_from_detection(result, top_k)
         yield grounded
-
-
-def presence_thresholds(model: FlamModel, threshold=None) -> float | dict[str, float]:
-    """Fill in the model's presence threshold where ``threshold`` leaves the default open."""
-    default = float(model.config.presence_threshold)
-    if threshold is None:
-        return default
-    if isinstance(threshold, Mapping):
-        out = {k: float(v) for k, v in threshold.items() if v is not None}
-        out.setdefault("*", default)
-        return out
-    return float(threshold)
 
 
 def answers_from_detection(result: FileResult, top_k: int | None = None) -> list[Answer]:

@@ -249,12 +249,12 @@ def test_models_lists_the_registry(cli):
     result = cli("models", "--json")
     listed = {m["name"]: m for m in json.loads(result.stdout)}
     assert "debug" in listed
-    # The listed threshold is the one flam ground will use by default.
+    # The listed threshold is the one flam detect and flam ground use by default.
     from flamcli.models.registry import load_model
 
     for name in ("debug", "flam-tiny"):
         assert listed[name]["presence_threshold"] == load_model(name).config.presence_threshold
-    assert "(flam ground threshold 0.5)" in cli("models").stdout
+    assert "(threshold 0.5)" in cli("models").stdout
 
 
 def test_python_dash_m_and_console_script_in_a_real_process(make_audio):

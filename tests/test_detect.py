@@ -107,6 +107,29 @@ def test_per_query_thresholds_and_query_cleaning(debug_model, make_audio):
     assert usable == ["dog barks", "cat"] and len(warnings) == 2 and len(errors) == 1
 
 
+def test_the_default_threshold_is_the_models_own(debug_model, make_audio, tmp_path, cli,
+                                                 monkeypatch):
+    import json
+
+    from flamcli.models.registry import save_model
+
+    clip = make_audio("a.wav", seconds=3.0)
+    monkeypatch.setattr(debug_model.config, "presence_threshold", 0.77)
+    [result] = detect(debug_model, [clip], ["dog", "rain"])
+    assert result.thresholds == [0.77, 0.77]
+    assert [e.confidence > 0.77 for e in result.events] == [True] * len(result.events)
+    [mixed] = detect(debug_model, [clip], ["dog", "rain"], threshold={"rain": 0.2})
+    assert mixed.thresholds == [0.77, 0.2]  # one query's own value; the others keep the model's
+    # through the CLI, from a model directory's config.json; -t still wins
+    model_dir = save_model(debug_model, tmp_path / "m")
+    assert json.loads((model_dir / "config.json").read_text())["presence_threshold"] == 0.77
+    shown = cli("detect", clip, "dog", "-m", model_dir, "-f", "json", "--quiet")
+    assert shown.exit_code == 0, shown.stderr
+    assert json.loads(shown.stdout)["files"][0]["thresholds"] == {"dog": 0.77}
+    given = cli("detect", clip, "dog", "-m", model_dir, "-f", "json", "-t", "0.3", "--quiet")
+    assert json.loads(given.stdout)["files"][0]["thresholds"] == {"dog": 0.3}
+
+
 def test_score_table_is_sed_scores_eval_shaped(debug_model, make_audio):
     (result,) = detect(debug_model, make_audio("a.wav", seconds=4.0), QUERIES)
     table = result.score_table()

@@ -11,7 +11,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..audio import AUDIO_EXTENSIONS
-from ..events import DEFAULT_THRESHOLD
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, VersionOption, configure_torch, progress_bar)
@@ -63,10 +62,10 @@ def read_queries_file(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
-def parse_thresholds(values: list[str], default: float | None = DEFAULT_THRESHOLD
+def parse_thresholds(values: list[str], default: float | None = None
                      ) -> float | dict[str, float | None] | None:
     """``0.6`` sets the default; ``"dog barks=0.7"`` sets one query's threshold. A ``default``
-    of None leaves it to the model (flam ground)."""
+    of None leaves it to the model (``config.presence_threshold``)."""
     per_query = {}
     given_default = None
     for value in values:
@@ -123,7 +122,8 @@ def detect(
         "-o", "--output-dir", file_okay=False,
         help="Also write per file: events .tsv, Audacity labels .txt, frame scores .tsv, plot .png.")] = None,
     threshold: Annotated[Optional[list[str]], typer.Option(
-        "-t", "--threshold", help="Calibrated probability threshold (default 0.5), or "
+        "-t", "--threshold", help="Calibrated probability threshold (default: the model's own, "
+                                  "0.5 unless its card says otherwise; `flam models`), or "
                                   "\"QUERY=VALUE\" for one query. Repeatable.")] = None,
     median_filter: MedianFilterOption = 3,
     min_duration: Annotated[float, typer.Option(
@@ -182,8 +182,9 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
         log.error("no query given: add one after the audio, e.g. flam detect clip.wav \"dog barks\"")
         return ExitCode.USAGE
     try:
-        thresholds = parse_thresholds(threshold_values)
-        resolve_thresholds(queries, thresholds)
+        thresholds = parse_thresholds(threshold_values)  # None: the model's own
+        if thresholds is not None:
+            resolve_thresholds(queries, thresholds)
     except (typer.BadParameter, QueryError) as exc:
         log.error(f"--threshold: {exc}")
         return ExitCode.USAGE

@@ -379,8 +379,9 @@ def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_fi
                        revision, device, batch_size, threads, quiet, log, meta):
     """Answer every row with flam ground's library call (the same answers as ``flam ground
     -f json``): present = a window above the threshold, windows = its intervals."""
+    from ..detection import model_thresholds
     from ..evaluation.retrieval import resolve_audio
-    from ..grounding import iter_ground, presence_thresholds
+    from ..grounding import iter_ground
 
     paths = resolve_audio(audio, [row["audio_path"] for row in truth], str(audio))
     captions = list(dict.fromkeys(row["caption"] for row in truth))
@@ -408,7 +409,7 @@ def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_fi
                           "present": bool(answer.present), "score": answer.presence})
         lengths.setdefault(row["audio_path"], result.duration)
     meta.update(audio=str(audio), model=loaded.info.as_dict(),
-                threshold=presence_thresholds(loaded, threshold), min_duration=min_duration,
+                threshold=model_thresholds(loaded, threshold), min_duration=min_duration,
                 median_filter=median_filter)
     return predicted, lengths
 

@@ -22,8 +22,8 @@ def models_command(
     entries = list_models()
 
     def threshold_of(e) -> float:
-        """The presence threshold `flam ground` uses by default: the bundled model's card
-        value, the calibrated boundary for the others."""
+        """The threshold `flam detect` and `flam ground` use by default: the bundled model's
+        card value, the calibrated boundary for the others."""
         folder = bundled_model_dir(e.name) if e.name == BUNDLED_MODEL else None
         if folder is not None:
             try:
@@ -51,4 +51,4 @@ def models_command(
         source = source_of(e)
         licence = f"  [{e.licence}]" if e.licence else ""
         typer.echo(f"{e.name}\t{source}\t{e.description}{licence}  "
-                   f"(flam ground threshold {threshold_of(e):g})")
+                   f"(threshold {threshold_of(e):g})")

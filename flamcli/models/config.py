@@ -107,9 +107,9 @@ class FlamConfig:
     # Initial values from the paper (§3.6): α ≈ 10, β ≈ −8 added to the default bias init.
     alpha_init: float = 2.302585092994046  # log(10)
     beta_init: float = -8.0
-    # `flam ground`'s default presence threshold for this model: the calibrated boundary 0.5,
-    # unless refusal vs recall measured on held-out data chose another operating point
-    # (bench/ground_presence.py; recorded in the model card).
+    # The model's default threshold on its frame probabilities, for `flam detect` and `flam
+    # ground`: the calibrated boundary 0.5, unless refusal vs recall measured on held-out data
+    # chose another operating point (bench/ground_presence.py; recorded in the model card).
     presence_threshold: float = 0.5
 
     @property
