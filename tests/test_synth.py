@@ -720,6 +720,34 @@ def test_event_tilt_colours_the_event_and_rerenders(aug_bank):
     assert np.array_equal(again.audio, mixture.audio)
 
 
+def test_event_reverb_adds_a_decaying_tail_at_the_same_level(aug_bank):
+    from flamcli.synth.mixing import _reverberant
+
+    click = np.zeros(AUG_RATE, dtype=np.float32)
+    click[100] = 1.0
+    wet = _reverberant(click, {"rt60": 0.5, "db": 0.0, "seed": 1}, AUG_RATE)
+    energy = wet.astype(np.float64) ** 2
+    assert energy[100] == pytest.approx(energy[101:].sum(), rel=0.1)  # 0 dB: as much tail as direct
+    early, late = energy[1700:3300].sum(), energy[4900:6500].sum()
+    assert 10 * np.log10(early / late) == pytest.approx(60 * 0.2 / 0.5, abs=2.0)  # −60 dB per rt60
+    assert np.sqrt(np.mean(energy)) == pytest.approx(np.sqrt(np.mean(click**2.0)), rel=1e-4)
+    # In a plan: drawn within the recipe's ranges, stored, rendered again identically.
+    recipe = SedRecipe(**LOUD_EVENTS, event_reverb_rate=1.0, event_rt60=(0.3, 0.6),
+                       event_reverb_db=(-6.0, -3.0))
+    mixture = first_event_mixture(aug_bank, recipe, "dog_bark.wav")
+    reverb = mixture.plan["occurrences"][0]["reverb"]
+    assert 0.3 <= reverb["rt60"] <= 0.6 and -6.0 <= reverb["db"] <= -3.0
+    again = rerender(json.loads(json.dumps(mixture.metadata())), aug_bank, recipe)
+    assert np.array_equal(again.audio, mixture.audio)
+    dry = first_event_mixture(aug_bank, SedRecipe(**LOUD_EVENTS, event_tilt_db=1.0),
+                              "dog_bark.wav")
+    assert "reverb" not in dry.plan["occurrences"][0]
+    # at rate 0.5 about half the events get a room
+    half = SedRecipe(sample_rate=AUG_RATE, event_reverb_rate=0.5)
+    pieces = [o for i in range(100) for o in plan_sed(aug_bank, half, 0, i)["occurrences"]]
+    assert sum("reverb" in o for o in pieces) / len(pieces) == pytest.approx(0.5, abs=0.1)
+
+
 def test_event_balance_hears_rare_captions_more_often(tmp_path):
     # Six clips of one caption and one of another: FLAM's draw (balance 0) picks the rare
     # caption 1/7 of the time, balance 1 half the time, balance 0.5 1/(1 + 6/√6) of the time.
@@ -743,6 +771,7 @@ def test_background_augmentation_fields_are_validated():
                          ("layer_db", (-3.0, 2.0)), ("background_speed", (0.4, 1.0)),
                          ("background_reverse_rate", 1.5), ("background_tilt_db", 9.0),
                          ("event_speed", (0.9, 2.5)), ("event_tilt_db", -1.0),
-                         ("event_balance", 1.5)]:
+                         ("event_balance", 1.5), ("event_reverb_rate", 2.0),
+                         ("event_rt60", (0.5, 0.2)), ("event_reverb_db", (-40.0, 0.0))]:
         with pytest.raises(RecipeError, match=field):
             SedRecipe(**{field: value}).validate()

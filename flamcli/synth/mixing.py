@@ -376,7 +376,13 @@ def _event_variation(recipe: Recipe, rng, length: int, total: int) -> dict:
     tilt = round(float(rng.uniform(-recipe.event_tilt_db, recipe.event_tilt_db)), 3)
     if _played_length(length, speed, recipe.sample_rate) > total:
         speed = 1.0
-    return {"speed": speed, "tilt_db": tilt}
+    variation = {"speed": speed, "tilt_db": tilt}
+    # Drawn only when asked for, so recipes without reverb keep their random stream.
+    if recipe.event_reverb_rate > 0 and rng.random() < recipe.event_reverb_rate:
+        variation["reverb"] = {"rt60": round(float(rng.uniform(*recipe.event_rt60)), 3),
+                               "db": round(float(rng.uniform(*recipe.event_reverb_db)), 2),
+                               "seed": int(rng.integers(2**31))}
+    return variation
 
 
 def _played_length(samples: int, speed: float, rate: int) -> int:
@@ -528,7 +534,8 @@ def _envelope(length: int, fade: int) -> np.ndarray | None:
 
 
 def _piece_audio(bank: AudioBank, piece: dict, rate: int) -> np.ndarray:
-    """One planned piece: cut, level, then (events with augmentation) speed and tilt, faded."""
+    """One planned piece: cut, level, then (events with augmentation) speed, tilt and reverb,
+    faded."""
     source = bank.by_path[piece["path"]].audio
     audio = source[piece["clip_start"]: piece["clip_start"] + piece["length"]]
     if len(audio) != piece["length"]:
@@ -537,6 +544,8 @@ def _piece_audio(bank: AudioBank, piece: dict, rate: int) -> np.ndarray:
     audio = _played_at(audio, piece.get("speed", 1.0), rate)
     if piece.get("tilt_db"):
         audio = _tilted(audio, piece["tilt_db"], rate)
+    if piece.get("reverb"):
+        audio = _reverberant(audio, piece["reverb"], rate)
     envelope = _envelope(len(audio), piece["fade"])
     return audio if envelope is None else audio * envelope
 
@@ -575,6 +584,23 @@ def _tilted(audio: np.ndarray, tilt_db: float, rate: int) -> np.ndarray:
     before = float(np.sqrt(np.mean(signal**2)))
     after = float(np.sqrt(np.mean(tilted**2)))
     return (tilted * (before / after if after > 0 else 0.0)).astype(np.float32)
+
+
+def _reverberant(audio: np.ndarray, reverb: dict, rate: int) -> np.ndarray:
+    """``audio`` in a synthetic room: the direct sound plus its convolution with exponentially
+    decaying Gaussian noise (−60 dB after ``rt60`` s), ``db`` below the direct sound in energy,
+    at the dry RMS level and length (the tail past the piece is cut; the fade covers the cut)."""
+    rt60, n = float(reverb["rt60"]), len(audio)
+    taps = max(1, min(round(rt60 * rate), 4 * n))
+    noise = np.random.default_rng(int(reverb["seed"])).standard_normal(taps)
+    response = noise * np.exp(-6.9078 * np.arange(taps) / (rt60 * rate))  # ln(1000): −60 dB
+    response *= 10 ** (float(reverb["db"]) / 20) / np.sqrt(np.sum(response**2))
+    n_fft = _fast_fft_length(n + taps - 1)
+    wet = np.fft.irfft(np.fft.rfft(audio, n_fft) * np.fft.rfft(response, n_fft), n_fft)[:n]
+    out = audio + wet
+    before = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+    after = float(np.sqrt(np.mean(out**2)))
+    return (out * (before / after if after > 0 else 0.0)).astype(np.float32)
 
 
 def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:

@@ -155,6 +155,12 @@ class SedRecipe(Recipe):
     # the clip.
     event_speed: tuple[float, float] = (1.0, 1.0)  # playback-rate factor per event
     event_tilt_db: float = 0.0  # spectral tilt per event, ±this many dB per octave
+    # A room around the source: this share of events is convolved with a synthetic impulse
+    # response (exponentially decaying noise) of reverberation time event_rt60 seconds, mixed
+    # event_reverb_db below (or above) the direct sound; the level stays the event's own.
+    event_reverb_rate: float = 0.0
+    event_rt60: tuple[float, float] = (0.2, 1.0)
+    event_reverb_db: tuple[float, float] = (-12.0, 0.0)
     # Which clip plays: FLAM draws every clip equally often (0), so a caption with 40 clips
     # is heard 20 times as often as one with 2 and the model learns the common captions far
     # more than the rare ones. A clip's weight is (clips sharing its caption)^-event_balance:
@@ -183,11 +189,18 @@ class SedRecipe(Recipe):
             raise RecipeError("event_speed: need 0.5 ≤ low ≤ high ≤ 2")
         if not 0 <= self.event_tilt_db <= 6:
             raise RecipeError("event_tilt_db must be 0–6 dB per octave")
+        if not 0 <= self.event_reverb_rate <= 1:
+            raise RecipeError("event_reverb_rate must be 0–1")
+        if not 0.05 <= self.event_rt60[0] <= self.event_rt60[1] <= 3.0:
+            raise RecipeError("event_rt60: need 0.05 ≤ low ≤ high ≤ 3 s")
+        if not -30 <= self.event_reverb_db[0] <= self.event_reverb_db[1] <= 10:
+            raise RecipeError("event_reverb_db: need −30 ≤ low ≤ high ≤ 10 dB")
         if not 0 <= self.event_balance <= 1:
             raise RecipeError("event_balance must be 0–1")
 
     def augments_events(self) -> bool:
-        return self.event_speed != (1.0, 1.0) or self.event_tilt_db > 0
+        return (self.event_speed != (1.0, 1.0) or self.event_tilt_db > 0
+                or self.event_reverb_rate > 0)
 
 
 @dataclass
