@@ -239,16 +239,25 @@ def test_train_on_the_fly_from_a_manifest(train_data, tmp_path):
     assert summary["last"]["global"] > 0
 
 
-def test_frames_fine_tunes_a_cnn_model_at_a_finer_grid(cli, train_data, tmp_path):
+def small_cnn_config(tmp_path, **audio):
+    """The debug architecture with a small cnn audio tower, as a config.json file."""
     import dataclasses
 
     from flamcli.models.config import debug_config
-    from flamcli.models.registry import load_model
 
     config = debug_config()
-    config.audio = dataclasses.replace(config.audio, kind="cnn", channels=(4, 8, 8, 16), frames=32)
-    config_file = tmp_path / "cnn.json"
-    config_file.write_text(json.dumps(config.to_dict()))
+    config.audio = dataclasses.replace(config.audio, kind="cnn", channels=(4, 8, 8, 16), frames=32,
+                                       **audio)
+    config.validate()
+    path = tmp_path / "cnn.json"
+    path.write_text(json.dumps(config.to_dict()))
+    return config, path
+
+
+def test_frames_fine_tunes_a_cnn_model_at_a_finer_grid(cli, train_data, tmp_path):
+    from flamcli.models.registry import load_model
+
+    _, config_file = small_cnn_config(tmp_path)
     mix, _ = train_data
     coarse = tmp_path / "coarse"
     train(quick(mix, coarse, config=str(config_file), max_steps=1), log=lambda m: None)
@@ -276,11 +285,10 @@ def test_frames_fine_tunes_a_cnn_model_at_a_finer_grid(cli, train_data, tmp_path
     assert odd.exit_code != 0 and "--frames 7" in odd.stderr
 
 
-def test_frequency_masking_blanks_bands_in_training_only():
+def test_frequency_masking_blanks_bands_in_training_only(tmp_path):
     import dataclasses
 
     from flamcli.models.cnn import CNNEncoder, mask_frequency_bands
-    from flamcli.models.config import debug_config
 
     torch.manual_seed(0)
     x = torch.randn(64, 1, 20, 32) + 5.0  # no bin is 0 before masking
@@ -294,10 +302,7 @@ def test_frequency_masking_blanks_bands_in_training_only():
         assert (edges == 1).sum() <= 2
     assert mask_frequency_bands(x, bands=1, max_bins=32).eq(0).any()
 
-    config = debug_config()
-    config.audio = dataclasses.replace(config.audio, kind="cnn", channels=(4, 8, 8, 16), frames=32,
-                                       freq_masks=2)
-    config.validate()
+    config, _ = small_cnn_config(tmp_path, freq_masks=2)
     tower = CNNEncoder(config.frontend, config.audio)
     wave = torch.randn(2, config.frontend.window_samples)
     tower.eval()  # inference never masks: the same clip gives the same frames
@@ -312,15 +317,9 @@ def test_frequency_masking_blanks_bands_in_training_only():
 
 
 def test_freq_masks_option_sets_the_trained_models_config(cli, train_data, tmp_path):
-    import dataclasses
-
-    from flamcli.models.config import debug_config
     from flamcli.models.registry import load_model
 
-    config = debug_config()
-    config.audio = dataclasses.replace(config.audio, kind="cnn", channels=(4, 8, 8, 16), frames=32)
-    config_file = tmp_path / "cnn.json"
-    config_file.write_text(json.dumps(config.to_dict()))
+    _, config_file = small_cnn_config(tmp_path)
     mix, _ = train_data
     result = cli("train", "--data", mix, "--output", tmp_path / "m", "--config", config_file,
                  "--freq-masks", 2, "--max-steps", 1, "--batch-size", 2, "--device", "cpu")
