@@ -581,9 +581,15 @@ def _tilted(audio: np.ndarray, tilt_db: float, rate: int) -> np.ndarray:
     octaves = np.log2(np.maximum(np.fft.rfftfreq(n_fft, 1.0 / rate), 20.0) / 1000.0)
     gain_db = np.clip(tilt_db * octaves, -TILT_LIMIT_DB, TILT_LIMIT_DB)
     tilted = np.fft.irfft(spectrum * 10 ** (gain_db / 20), n=n_fft)[:total]
-    before = float(np.sqrt(np.mean(signal**2)))
-    after = float(np.sqrt(np.mean(tilted**2)))
-    return (tilted * (before / after if after > 0 else 0.0)).astype(np.float32)
+    return _at_level_of(tilted, signal)
+
+
+def _at_level_of(changed: np.ndarray, original: np.ndarray) -> np.ndarray:
+    """``changed`` scaled to ``original``'s RMS level (both float64), as float32: an effect
+    that changes colour or space must not change loudness, which the recipe set."""
+    before = float(np.sqrt(np.mean(original**2)))
+    after = float(np.sqrt(np.mean(changed**2)))
+    return (changed * (before / after if after > 0 else 0.0)).astype(np.float32)
 
 
 def _reverberant(audio: np.ndarray, reverb: dict, rate: int) -> np.ndarray:
@@ -591,16 +597,16 @@ def _reverberant(audio: np.ndarray, reverb: dict, rate: int) -> np.ndarray:
     decaying Gaussian noise (−60 dB after ``rt60`` s), ``db`` below the direct sound in energy,
     at the dry RMS level and length (the tail past the piece is cut; the fade covers the cut)."""
     rt60, n = float(reverb["rt60"]), len(audio)
+    if not n:
+        return audio
     taps = max(1, min(round(rt60 * rate), 4 * n))
     noise = np.random.default_rng(int(reverb["seed"])).standard_normal(taps)
     response = noise * np.exp(-6.9078 * np.arange(taps) / (rt60 * rate))  # ln(1000): −60 dB
     response *= 10 ** (float(reverb["db"]) / 20) / np.sqrt(np.sum(response**2))
     n_fft = _fast_fft_length(n + taps - 1)
-    wet = np.fft.irfft(np.fft.rfft(audio, n_fft) * np.fft.rfft(response, n_fft), n_fft)[:n]
-    out = audio + wet
-    before = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
-    after = float(np.sqrt(np.mean(out**2)))
-    return (out * (before / after if after > 0 else 0.0)).astype(np.float32)
+    dry = audio.astype(np.float64)
+    wet = np.fft.irfft(np.fft.rfft(dry, n_fft) * np.fft.rfft(response, n_fft), n_fft)[:n]
+    return _at_level_of(dry + wet, dry)
 
 
 def _augmented_background_audio(plan: dict, bank: AudioBank) -> np.ndarray:
