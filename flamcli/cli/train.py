@@ -124,8 +124,8 @@ def train_command(
     log.attach()
     configure_torch(threads)
     cfg = TrainConfig(
-        data=str(data), output=str(output), config=config, init=init, frames=frames, freq_masks=freq_masks,
-        max_steps=max_steps,
+        data=str(data), output=str(output), config=config, init=init, frames=frames,
+        freq_masks=freq_masks, max_steps=max_steps,
         batch_size=batch_size, grad_accum=grad_accum, lr=lr, weight_decay=weight_decay,
         warmup_steps=warmup_steps, seed=seed, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, resume=resume, global_loss=global_loss,
