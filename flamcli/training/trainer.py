@@ -196,7 +196,7 @@ def set_frames(config, frames: int | None) -> None:
 
 def set_freq_masks(config, bands: int | None) -> None:
     """Turn a cnn tower's training-time frequency masking on or off (its module reads the config)."""
-    if bands is not None and bands != getattr(config.audio, "freq_masks", 0):
+    if bands is not None and bands != config.audio.freq_masks:
         _set_cnn_field(config, "--freq-masks", "freq_masks", bands)
 
 
