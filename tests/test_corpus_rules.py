@@ -1,0 +1,60 @@
+"""The corpus caption map (examples/corpus/captions.json + phrasings.json) is consistent.
+
+The corpus script is an example, not part of the package, so it is loaded from its path.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus"
+
+
+@pytest.fixture(scope="module")
+def build_corpus():
+    spec = importlib.util.spec_from_file_location("build_corpus", CORPUS / "build_corpus.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def rules(build_corpus):
+    phrasings = build_corpus.load_phrasings(CORPUS / "phrasings.json")
+    return build_corpus.load_rules(CORPUS / "captions.json", phrasings)
+
+
+def test_every_caption_has_other_phrasings(rules):
+    # the model card promises two or three hand-written phrasings per caption; a caption
+    # without them would be trained on one wording only
+    bare = sorted({r.captions[0] for spec in rules.values() for r in spec["rules"]
+                   if not r.skip and len(r.captions) < 3})
+    assert bare == []
+
+
+def test_no_phrasing_is_another_captions_label(rules):
+    # a phrasing equal to another class's label would make the two classes one query
+    labels = {r.captions[0] for spec in rules.values() for r in spec["rules"] if not r.skip}
+    clashes = sorted({p for spec in rules.values() for r in spec["rules"] for p in r.captions[1:]
+                      if p in labels and p != r.captions[0]})
+    assert clashes == []
+
+
+@pytest.mark.parametrize("path, label", [
+    ("animals/mammals/bovines/cow_white.ogg", "a cow moos"),
+    ("animals/mammals/bovines/sheep_lamb.ogg", "a sheep bleats"),
+    ("animals/mammals/pig_golden2.ogg", "a pig oinks"),
+    ("household/Washing-machine.ogg", "a washing machine running"),
+    ("vehicles/emergency/firetruck.ogg", "a siren wailing"),
+    # the spoken descriptions, letters and unclear stamps are not taken
+    ("animals/mammals/bovines/cow_desc_fr.ogg", None),
+    ("symbols/math/7_en_GB.ogg", None),
+    ("animals/mammals/dogs/fox.ogg", None),
+])
+def test_tuxpaint_stamp_sounds_get_the_right_caption(build_corpus, rules, path, label):
+    rule = build_corpus.match_rule(rules["tuxpaint-stamps-default"]["rules"],
+                                   "usr/share/tuxpaint/stamps/" + path)
+    assert (rule.captions[0] if rule else None) == label
