@@ -47,14 +47,14 @@ MIN_DURATIONS = [0.0, 0.3, 0.6, 0.9, 1.2]
 MEDIANS = [1, 3, 5]
 
 
-def raw_scores(model, folder: Path, truth: list[dict]):
+def raw_scores(model, folder: Path, truth: list[dict], overlap: float = 2.5):
     """{audio_path: FileResult with unsmoothed scores} for every file of a grounding set."""
     captions = list(dict.fromkeys(row["caption"] for row in truth))
     files = list(dict.fromkeys(row["audio_path"] for row in truth))
     by_location = {str((folder / f).resolve()): f for f in files}
     results = {}
     for result in iter_detect(model, [str(folder / f) for f in files], captions,
-                              median_filter_frames=1, min_duration=0.0):
+                              median_filter_frames=1, min_duration=0.0, overlap=overlap):
         if not result.ok:
             raise SystemExit(f"{result.file}: {result.error}")
         results[by_location[str(Path(result.path).resolve())]] = result
@@ -187,21 +187,24 @@ def main(argv=None) -> int:
     ap.add_argument("--min-refusal", type=float, default=0.95)
     ap.add_argument("--min-recall", type=float, default=0.85)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "ground-presence")
+    ap.add_argument("--overlap", type=float, default=2.5,
+                    help="seconds of overlap between model windows (flam ground --overlap)")
     args = ap.parse_args(argv)
 
     model = load_model(args.model)
     truth = read_grounding(args.tune / "grounding.json")
-    results = raw_scores(model, args.tune, truth)
+    results = raw_scores(model, args.tune, truth, args.overlap)
     rows = [measure(truth, results, m, t, d)
             for m in MEDIANS for t in THRESHOLDS for d in MIN_DURATIONS]
     chosen = choose(rows, args.min_refusal, args.min_recall)
-    out = {"model": model.info.as_dict(), "tune": str(args.tune), "settings": rows,
+    out = {"model": model.info.as_dict(), "overlap": args.overlap, "tune": str(args.tune),
+           "settings": rows,
            "targets": {"refusal": args.min_refusal, "recall": args.min_recall},
            "chosen": chosen}
     print("chosen on the tuning set:", json.dumps(chosen), file=sys.stderr)
     if args.report is not None:
         report_truth = read_grounding(args.report / "grounding.json")
-        report_results = raw_scores(model, args.report, report_truth)
+        report_results = raw_scores(model, args.report, report_truth, args.overlap)
         out["report"] = {"folder": str(args.report), **measure(
             report_truth, report_results, chosen["median_filter"], chosen["threshold"],
             chosen["min_duration"])}
