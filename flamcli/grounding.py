@@ -70,6 +70,7 @@ def iter_ground(
     median_filter_frames: int = DEFAULT_GROUND_MEDIAN_FILTER,
     merge_gap: float = 0.0,
     batch_size: int = 8,
+    overlap: float = 2.5,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> Iterator[GroundingResult]:
@@ -78,7 +79,8 @@ def iter_ground(
     ``threshold`` (a value, or ``{query: value, "*": default}``) defaults to the model's
     presence threshold (``config.presence_threshold``). ``top_k`` keeps the k most confident
     windows of each query (reported in time order). ``cache_dir`` keeps frame embeddings so
-    later queries about the same recordings cost only the text tower.
+    later queries about the same recordings cost only the text tower. ``overlap`` (seconds
+    between model windows on long files) is as in :func:`~flamcli.detection.iter_detect`.
     """
     if isinstance(model, str):
         from .models.registry import load_model
@@ -86,7 +88,7 @@ def iter_ground(
         model = load_model(model)
     for result in iter_detect(
         model, audio, queries, threshold=threshold, median_filter_frames=median_filter_frames,
-        min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size,
+        min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size, overlap=overlap,
         cache_dir=cache_dir, progress=progress,
     ):
         grounded = GroundingResult(result.file, result.path, result.duration, model=result.model,

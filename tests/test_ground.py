@@ -167,3 +167,20 @@ def test_embedding_cache_follows_content_and_model(make_audio, tmp_path):
         next(debug_model.parameters()).add_(0.5)
     flamcli.detect(debug_model, [path], ["dog"], cache_dir=cache)
     assert len(list((cache / "v1").iterdir())) == 2
+
+
+def test_overlap_reaches_the_model_windows(debug_model, clip, cli):
+    def peak(overlap):
+        [result] = flamcli.detect(debug_model, [clip], ["dog barks"], overlap=overlap,
+                                  median_filter_frames=DEFAULT_GROUND_MEDIAN_FILTER)
+        return float(result.scores[:, 0].max())
+
+    wide, default = peak(5.0), peak(2.5)
+    assert wide != pytest.approx(default, abs=1e-6)  # the 24 s clip is stitched differently
+    [answer] = ground(debug_model, [clip], ["dog barks"], overlap=5.0)[0].answers
+    assert answer.presence == pytest.approx(wide, abs=1e-6)
+    [record] = json.loads(cli("ground", clip, "dog barks", "-m", "debug", "--overlap", "5",
+                              "-f", "json").stdout)
+    assert record["presence"] == pytest.approx(wide, abs=1e-4)
+    result = cli("ground", clip, "dog barks", "-m", "debug", "--overlap", "10")
+    assert result.exit_code == 2 and "--overlap 10:" in result.stderr and result.stdout == ""

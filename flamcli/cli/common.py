@@ -130,6 +130,24 @@ CacheOption = Annotated[
 BatchOption = Annotated[
     int, typer.Option("--batch-size", min=1, help="Model windows per forward pass (across files).")
 ]
+OverlapOption = Annotated[
+    float, typer.Option("--overlap", min=0.0,
+                        help="Overlap between model windows on long files (seconds); more "
+                             "costs audio-model time.")
+]
+
+
+def check_overlap(model, overlap: float, log: "Log") -> bool:
+    """Whether ``overlap`` fits the model's window (its length comes with the model, so this
+    is checked after loading and before any output); logs one line when it does not."""
+    from ..inference import WindowPlan
+
+    try:
+        WindowPlan.for_model(model, overlap)
+    except ValueError as exc:
+        log.error(f"--overlap {overlap:g}: {exc}")
+        return False
+    return True
 
 
 def configure_torch(threads: int | None) -> None:

@@ -12,8 +12,9 @@ import typer
 
 from ..audio import AUDIO_EXTENSIONS
 from .app import app
-from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
-                     RevisionOption, ThreadsOption, VersionOption, configure_torch, progress_bar)
+from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
+                     OverlapOption, QuietOption, RevisionOption, ThreadsOption, VersionOption,
+                     check_overlap, configure_torch, progress_bar)
 
 
 class Format(str, Enum):
@@ -130,8 +131,7 @@ def detect(
         "--min-duration", min=0.0, help="Drop events shorter than this (seconds).")] = 0.0,
     merge_gap: Annotated[float, typer.Option(
         "--merge-gap", min=0.0, help="Join events of a query separated by at most this (seconds).")] = 0.0,
-    overlap: Annotated[float, typer.Option(
-        "--overlap", min=0.0, help="Overlap between model windows on long files (seconds).")] = 2.5,
+    overlap: OverlapOption = 2.5,
     approximate: Annotated[bool, typer.Option(
         "--approximate", help="Use σ(α·cos) instead of the unbiased p/(p+σ(β)) probabilities.")] = False,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="With -o: skip the PNG plots.")] = False,
@@ -167,7 +167,6 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
          min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
          batch_size, threads, quiet, cache_dir=None) -> int:
     from ..detection import QueryError, clean_queries, iter_detect, resolve_thresholds
-    from ..inference import WindowPlan
     from ..models.registry import ModelLoadError, load_model
     from ..writers import get_writer, write_file_outputs
 
@@ -210,10 +209,7 @@ def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median
         log.error(str(exc))
         return ExitCode.MODEL
     log.info(f"model: {model.info.name} ({model.info.source}) on {model.device}")
-    try:  # the window length comes with the model: check --overlap before any output
-        WindowPlan.for_model(model, overlap)
-    except ValueError as exc:
-        log.error(f"--overlap {overlap:g}: {exc}")
+    if not check_overlap(model, overlap, log):
         return ExitCode.USAGE
 
     metadata = {"model": model.info.as_dict()}

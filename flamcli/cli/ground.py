@@ -11,8 +11,9 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
-                     RevisionOption, ThreadsOption, configure_torch, progress_bar)
+from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
+                     OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap,
+                     configure_torch, progress_bar)
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
 from .detect import gather_arguments, parse_thresholds
 
@@ -66,6 +67,7 @@ def ground(
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", min=1, help="Report at most this many windows per query (most confident).")] = None,
     median_filter: MedianFilterOption = DEFAULT_GROUND_MEDIAN_FILTER,
+    overlap: OverlapOption = 2.5,
     cache: CacheOption = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
@@ -123,6 +125,8 @@ def ground(
         log.error(str(exc))
         raise typer.Exit(ExitCode.MODEL)
     log.info(f"model: {loaded.info.name} ({loaded.info.source}) on {loaded.device}")
+    if not check_overlap(loaded, overlap, log):
+        raise typer.Exit(ExitCode.USAGE)
 
     bar = progress_bar(quiet)
     task = bar.add_task("grounding", total=None, detail="") if bar else None
@@ -143,7 +147,7 @@ def ground(
         for result in iter_ground(loaded, inputs, queries, threshold=thresholds,
                                   min_duration=min_duration, top_k=top_k,
                                   median_filter_frames=median_filter, batch_size=batch_size,
-                                  cache_dir=cache, progress=on_progress):
+                                  overlap=overlap, cache_dir=cache, progress=on_progress):
             for message in result.warnings:
                 log.warning(f"{result.file}: {message}")
             if not result.ok:
