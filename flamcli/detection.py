@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .audio import AudioError, AudioInput, expand_inputs, probe
-from .events import (DEFAULT_MEDIAN_FILTER, DEFAULT_THRESHOLD, Event, median_filter,
+from .events import (DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, Event, median_filter,
                      scores_to_events)
 from .inference import Spectrogram, WindowPlan, score_files
 from .models.flam import FlamModel, ModelInfo
@@ -129,7 +129,7 @@ def iter_detect(
     min_duration: float = 0.0,
     merge_gap: float = 0.0,
     batch_size: int = 8,
-    overlap: float = 2.5,
+    overlap: float = DEFAULT_OVERLAP,
     unbiased: bool = True,
     with_spectrogram: bool = False,
     progress: Callable[[Progress], None] | None = None,

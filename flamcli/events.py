@@ -18,6 +18,9 @@ DEFAULT_MEDIAN_FILTER = 3  # frames, as in FLAM's evaluation (§5.2)
 # the threshold is evidence; 0.3 s still drops slivers from finer-grained models.
 DEFAULT_MIN_DURATION = 0.3  # seconds: shorter windows are not evidence of presence
 DEFAULT_GROUND_MEDIAN_FILTER = 1  # frames (1 = off)
+# Seconds between consecutive model windows on long files. 5 s (twice the audio-model work)
+# localised flam-tiny's events slightly better and refused no more (docs/benchmarks.md).
+DEFAULT_OVERLAP = 2.5
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from .detection import FileResult, Progress, iter_detect
-from .events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
+from .events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
 from .models.flam import FlamModel, ModelInfo
 
 
@@ -70,7 +70,7 @@ def iter_ground(
     median_filter_frames: int = DEFAULT_GROUND_MEDIAN_FILTER,
     merge_gap: float = 0.0,
     batch_size: int = 8,
-    overlap: float = 2.5,
+    overlap: float = DEFAULT_OVERLAP,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[Progress], None] | None = None,
 ) -> Iterator[GroundingResult]:

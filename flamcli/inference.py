@@ -20,6 +20,7 @@ import torch
 
 from .audio import AudioError, AudioInput, Window, WindowStream
 from .embedding_cache import CachedRecording, EmbeddingCache
+from .events import DEFAULT_OVERLAP
 from .models.flam import FlamModel, TextEmbedding
 
 
@@ -48,7 +49,7 @@ class WindowPlan:
         return f"{self.sample_rate}-{self.window_samples}-{self.hop_samples}"
 
     @classmethod
-    def for_model(cls, model: FlamModel, overlap_seconds: float = 2.5) -> "WindowPlan":
+    def for_model(cls, model: FlamModel, overlap_seconds: float = DEFAULT_OVERLAP) -> "WindowPlan":
         frames = model.frames_per_window
         overlap_frames = int(round(overlap_seconds / model.frame_seconds))
         if not 0 <= overlap_frames < frames:

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..audio import AUDIO_EXTENSIONS
+from ..events import DEFAULT_OVERLAP
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, VersionOption,
@@ -131,7 +132,7 @@ def detect(
         "--min-duration", min=0.0, help="Drop events shorter than this (seconds).")] = 0.0,
     merge_gap: Annotated[float, typer.Option(
         "--merge-gap", min=0.0, help="Join events of a query separated by at most this (seconds).")] = 0.0,
-    overlap: OverlapOption = 2.5,
+    overlap: OverlapOption = DEFAULT_OVERLAP,
     approximate: Annotated[bool, typer.Option(
         "--approximate", help="Use σ(α·cos) instead of the unbiased p/(p+σ(β)) probabilities.")] = False,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="With -o: skip the PNG plots.")] = False,

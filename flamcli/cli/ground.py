@@ -14,7 +14,7 @@ from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap,
                      configure_torch, progress_bar)
-from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
+from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
 from .detect import gather_arguments, parse_thresholds
 
 
@@ -67,7 +67,7 @@ def ground(
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k", min=1, help="Report at most this many windows per query (most confident).")] = None,
     median_filter: MedianFilterOption = DEFAULT_GROUND_MEDIAN_FILTER,
-    overlap: OverlapOption = 2.5,
+    overlap: OverlapOption = DEFAULT_OVERLAP,
     cache: CacheOption = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
