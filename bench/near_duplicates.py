@@ -1,13 +1,13 @@
 """Does a clip added to training sound like a validation clip of the same caption?
 
-    python bench/near_duplicates.py /work/corpus-data3 --validation val.csv \
+    cd /work/corpus-data3 && python bench/near_duplicates.py --validation val.csv \
         --added train-more.csv --since train.csv --out bench/results/near-duplicates.json
 
 Sources reuse recordings: tuxpaint-stamps-default's white cow is byte for byte megaglest's
 Mudchute cow. `build_corpus.py` drops byte-identical copies, but a re-encoded, trimmed or
 resampled copy of a validation clip put into training would leak the held-out sound. For every
 clip of ``--added`` that is not in ``--since``, and every validation clip with the same label
-(first caption), this slides the shorter clip's log-mel spectrogram (16 kHz, 64 bands, 20 ms
+(first caption; the manifests are `flam synth index` / `split` CSVs), this slides the shorter clip's log-mel spectrogram (16 kHz, 64 bands, 20 ms
 hop, first 30 s) over the longer one and keeps the best Pearson correlation. A copy scores
 close to 1 (re-encoding changes little); different recordings of one kind of sound stay well
 below. ``--threshold`` (default 0.9) marks suspects; the exit code is 1 when there are any.
@@ -16,7 +16,6 @@ below. ``--threshold`` (default 0.9) marks suspects; the exit code is 1 when the
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from pathlib import Path
 
@@ -30,29 +29,20 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchlib import write_result  # noqa: E402
 from flamcli.audio import resample  # noqa: E402
+from flamcli.synth.corpus import read_manifest  # noqa: E402
 
 RATE = 16000
 
 
-def rows(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def label(row: dict) -> str:
-    return row["captions"].split("|")[0]
-
-
 class LogMel:
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self):
         self.transform = torchaudio.transforms.MelSpectrogram(RATE, n_fft=1024, hop_length=320,
                                                               n_mels=64)
         self.cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, path: str) -> torch.Tensor:
         if path not in self.cache:
-            audio, rate = sf.read(self.root / path, dtype="float32", always_2d=True)
+            audio, rate = sf.read(path, dtype="float32", always_2d=True)
             mono = resample(audio.mean(axis=1)[: rate * 30], rate, RATE)
             spec = self.transform(torch.from_numpy(np.ascontiguousarray(mono)))
             self.cache[path] = torch.log(spec + 1e-4)
@@ -72,27 +62,30 @@ def best_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("corpus", type=Path, help="corpus folder (CSV paths are relative to it)")
-    parser.add_argument("--validation", required=True, help="validation manifest (in the corpus)")
-    parser.add_argument("--added", required=True, help="training manifest with the new clips")
-    parser.add_argument("--since", help="older training manifest: only clips not in it are checked")
+    parser.add_argument("--validation", type=Path, required=True, help="validation manifest")
+    parser.add_argument("--added", type=Path, required=True,
+                        help="training manifest with the new clips")
+    parser.add_argument("--since", type=Path,
+                        help="older training manifest: only clips not in it are checked")
     parser.add_argument("--threshold", type=float, default=0.9)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
-    corpus = args.corpus
-    before = {r["path"] for r in rows(corpus / args.since)} if args.since else set()
-    added = [r for r in rows(corpus / args.added) if r["path"] not in before]
-    validation = rows(corpus / args.validation)
-    spectrogram = LogMel(corpus)
+    before = {clip.path for clip in read_manifest(args.since)} if args.since else set()
+    added = [clip for clip in read_manifest(args.added) if clip.path not in before]
+    validation = read_manifest(args.validation)
+    root = args.validation.resolve().parent  # paths in the result, relative to the corpus
+    spectrogram = LogMel()
     pairs = []
     with torch.no_grad():
         for new in added:
             for held_out in validation:
-                if label(held_out) == label(new):
-                    score = best_correlation(spectrogram(new["path"]), spectrogram(held_out["path"]))
-                    pairs.append({"label": label(new), "added": new["path"],
-                                  "validation": held_out["path"], "correlation": round(score, 4)})
+                if held_out.label == new.label:
+                    score = best_correlation(spectrogram(new.path), spectrogram(held_out.path))
+                    pairs.append({"label": new.label,
+                                  "added": str(Path(new.path).relative_to(root)),
+                                  "validation": str(Path(held_out.path).relative_to(root)),
+                                  "correlation": round(score, 4)})
     pairs.sort(key=lambda p: -p["correlation"])
     suspects = [p for p in pairs if p["correlation"] >= args.threshold]
     result = {"added_clips": len(added), "same_label_pairs": len(pairs),

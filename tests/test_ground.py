@@ -10,7 +10,7 @@ import pytest
 
 import flamcli
 from flamcli.detection import FileResult
-from flamcli.events import DEFAULT_GROUND_MEDIAN_FILTER, Event
+from flamcli.events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_OVERLAP, Event
 from flamcli.cli.ground import human_line
 from flamcli.grounding import answers_from_detection, ground
 
@@ -20,9 +20,9 @@ def clip(make_audio):
     return make_audio("clip.wav", seconds=24.0, rate=16000)
 
 
-def presence_of(debug_model, path, query):
+def presence_of(debug_model, path, query, overlap=DEFAULT_OVERLAP):
     """The highest frame probability, smoothed as flam ground smooths by default."""
-    [result] = flamcli.detect(debug_model, [path], [query],
+    [result] = flamcli.detect(debug_model, [path], [query], overlap=overlap,
                               median_filter_frames=DEFAULT_GROUND_MEDIAN_FILTER)
     return float(result.scores[:, 0].max())
 
@@ -170,12 +170,8 @@ def test_embedding_cache_follows_content_and_model(make_audio, tmp_path):
 
 
 def test_overlap_reaches_the_model_windows(debug_model, clip, cli):
-    def peak(overlap):
-        [result] = flamcli.detect(debug_model, [clip], ["dog barks"], overlap=overlap,
-                                  median_filter_frames=DEFAULT_GROUND_MEDIAN_FILTER)
-        return float(result.scores[:, 0].max())
-
-    wide, default = peak(5.0), peak(2.5)
+    wide = presence_of(debug_model, clip, "dog barks", overlap=5.0)
+    default = presence_of(debug_model, clip, "dog barks")
     assert wide != pytest.approx(default, abs=1e-6)  # the 24 s clip is stitched differently
     [answer] = ground(debug_model, [clip], ["dog barks"], overlap=5.0)[0].answers
     assert answer.presence == pytest.approx(wide, abs=1e-6)
