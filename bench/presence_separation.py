@@ -24,6 +24,7 @@ the query would be refused.
 from __future__ import annotations
 
 import argparse
+import copy as copy_module
 import json
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+import torchaudio
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -51,6 +53,63 @@ PARAPHRASE_COSINE = 0.7  # captions at least this close to the query do not comp
 def log_odds(p: torch.Tensor) -> torch.Tensor:
     p = p.clamp(1e-6, 1 - 1e-6)
     return torch.log(p) - torch.log1p(-p)
+
+
+def tilted(model, tilt_db: float):
+    """``model`` whose log-mel is tilted by ``tilt_db`` dB per octave around 1 kHz (a
+    test-time variation like the training recipe's spectral tilt); 0 gives ``model`` itself."""
+    if tilt_db == 0:
+        return model
+    config = model.config.frontend
+    fbank = torchaudio.functional.melscale_fbanks(
+        config.n_fft // 2 + 1, config.f_min, config.f_max, config.n_mels, config.sample_rate,
+        norm="slaney", mel_scale="slaney")
+    centre = fbank.argmax(0).float().clamp(min=1) * config.sample_rate / config.n_fft
+    offset = tilt_db * torch.log2(centre / 1000.0)  # dB per mel bin
+    copy = copy_module.deepcopy(model)
+    plain = copy.audio_branch.logmel
+    copy.audio_branch.logmel = lambda waveform: plain(waveform) + offset
+    return copy
+
+
+def probabilities(models, windows: torch.Tensor, text) -> torch.Tensor:
+    """[queries, frames] calibrated probabilities, averaged over ``models`` (an ensemble of
+    models or test-time variations; each scores with its own text embeddings)."""
+    total = None
+    for model, model_text in zip(models, text):
+        frames, _ = model.embed_audio(windows)
+        cosine = torch.einsum("btd,kd->kbt", frames, model_text.embeddings)
+        p = calibrated_probability(cosine.reshape(len(model_text.scale), -1),
+                                   model_text.scale, model_text.bias)
+        total = p if total is None else total + p
+    return total / len(models)
+
+
+def ensemble_statistics(models, folder: Path, truth: list[dict]) -> list[dict]:
+    """The peak statistics of the ensemble's averaged probabilities."""
+    captions = sorted({row["caption"] for row in truth})
+    with torch.no_grad():
+        text = [model.encode_text(captions) for model in models]
+    window, hop = models[0].window_samples, models[0].window_samples // 2
+    by_file = {}
+    for name in sorted({row["audio_path"] for row in truth}):
+        audio, rate = sf.read(folder / name, dtype="float32", always_2d=True)
+        audio = resample(audio.mean(axis=1), rate, models[0].sample_rate)
+        starts = range(0, max(1, len(audio) - window + hop), hop)
+        pieces = [audio[s:s + window] for s in starts]
+        windows = np.stack([np.pad(piece, (0, window - len(piece))) for piece in pieces])
+        with torch.no_grad():
+            by_file[name] = probabilities(models, torch.from_numpy(windows), text)
+    rows = []
+    for row in truth:
+        p = by_file[row["audio_path"]][captions.index(row["caption"])]
+        plan = mixture_plan(folder, row["audio_path"])
+        background = ",".join(background_names(plan)) if plan else "-"
+        rows.append({"present": bool(row["annotations"]), "background": background,
+                     "peak": float(p.max()),
+                     "peak_over_level": float(log_odds(p).max()
+                                              - LEVEL_WEIGHT * log_odds(p).quantile(0.9))})
+    return rows
 
 
 def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = ()) -> list[dict]:
@@ -139,9 +198,25 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "presence-separation.json")
     ap.add_argument("--vocabulary", type=Path,
                     help="corpus manifest whose event captions compete with each query")
+    ap.add_argument("--ensemble", action="append", default=[], metavar="MODEL",
+                    help="average the probabilities of --model and this model (repeatable)")
+    ap.add_argument("--tilt-db", type=float, default=0.0,
+                    help="also average each model over log-mels tilted by ± this many dB "
+                         "per octave (test-time augmentation)")
     args = ap.parse_args(argv)
     model = load_model(args.model, device="cpu").eval()
     truth = json.loads((args.folder / "grounding.json").read_text())
+    if args.ensemble or args.tilt_db:
+        members = [model] + [load_model(m, device="cpu").eval() for m in args.ensemble]
+        tilts = (0.0, -args.tilt_db, args.tilt_db) if args.tilt_db else (0.0,)
+        variants = [tilted(m, t) for m in members for t in tilts]
+        rows = ensemble_statistics(variants, args.folder, truth)
+        out = {"model": model.info.as_dict(), "ensemble": args.ensemble,
+               "tilt_db": args.tilt_db, "folder": str(args.folder), "queries": len(rows),
+               "statistics": {key: separation(rows, key) for key in ("peak", "peak_over_level")},
+               "peak_by_background": by_background(rows)}
+        write_result(args.out, out)
+        return 0
     vocabulary = manifest_captions(args.vocabulary) if args.vocabulary else []
     rows = statistics(model, args.folder, truth, vocabulary)
     keys = STATISTICS + (VOCABULARY_STATISTICS if vocabulary else ())

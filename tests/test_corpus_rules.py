@@ -58,3 +58,40 @@ def test_tuxpaint_stamp_sounds_get_the_right_caption(build_corpus, rules, path, 
     rule = build_corpus.match_rule(rules["tuxpaint-stamps-default"]["rules"],
                                    "usr/share/tuxpaint/stamps/" + path)
     assert (rule.captions[0] if rule else None) == label
+
+
+@pytest.fixture(scope="module")
+def effect_rules(build_corpus):
+    return build_corpus.load_rules(CORPUS / "sound_effects.json")
+
+
+def test_sound_effect_classes_are_unlike_every_corpus_caption(rules, effect_rules):
+    # sound_effects.json adds classes the validation set must not contain: none of its
+    # captions or phrasings may be a corpus caption or phrasing, or an effect clip would
+    # train a validation query
+    corpus = {c for spec in rules.values() for r in spec["rules"] for c in r.captions}
+    effects = {c for spec in effect_rules.values() for r in spec["rules"] for c in r.captions}
+    assert len(effects) >= 14 and corpus & effects == set()
+    assert all(len(r.captions) >= 3 for spec in effect_rules.values() for r in spec["rules"])
+
+
+@pytest.mark.parametrize("package, path, label", [
+    ("redeclipse-data", "usr/share/games/redeclipse/data/sounds/weapons/pistol/primary2.ogg",
+     "a gunshot"),
+    ("redeclipse-data", "usr/share/games/redeclipse/data/sounds/weapons/zapper/secondary.ogg",
+     "a laser gun firing"),
+    ("sonic-pi-samples", "usr/share/sonic-pi/samples/elec_blip2.flac", "an electronic beep"),
+    ("supertux-data", "usr/share/games/supertux2/sounds/coin.wav", "a video game power-up sound"),
+    # what a corpus caption describes stays out: rockets and mines explode, voices speak,
+    # sonic-pi's glass hum is a rubbed glass rim
+    ("redeclipse-data", "usr/share/games/redeclipse/data/sounds/weapons/rocket/primary.ogg", None),
+    ("redeclipse-data", "usr/share/games/redeclipse/data/sounds/weapons/mine/explode.ogg", None),
+    ("redeclipse-data", "usr/share/games/redeclipse/data/sounds/voice/yes.ogg", None),
+    ("sonic-pi-samples", "usr/share/sonic-pi/samples/ambi_glass_hum.flac", None),
+])
+def test_sound_effect_rules_take_only_what_no_caption_describes(build_corpus, rules, effect_rules,
+                                                               package, path, label):
+    rule = build_corpus.match_rule(effect_rules[package]["rules"], path)
+    assert (rule.captions[0] if rule else None) == label
+    if label:  # never also a corpus clip
+        assert build_corpus.match_rule(rules[package]["rules"], path) is None
