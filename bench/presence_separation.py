@@ -55,6 +55,18 @@ def log_odds(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
+def half_overlapping_windows(model, path: Path) -> torch.Tensor:
+    """[windows, samples]: the file, mono at the model's rate, in model windows half a window
+    apart (the last one zero-padded)."""
+    window, hop = model.window_samples, model.window_samples // 2
+    audio, rate = sf.read(path, dtype="float32", always_2d=True)
+    audio = resample(audio.mean(axis=1), rate, model.sample_rate)
+    starts = range(0, max(1, len(audio) - window + hop), hop)
+    pieces = [audio[s:s + window] for s in starts]
+    return torch.from_numpy(np.stack([np.pad(piece, (0, window - len(piece)))
+                                      for piece in pieces]))
+
+
 def tilted(model, tilt_db: float):
     """``model`` whose log-mel is tilted by ``tilt_db`` dB per octave around 1 kHz (a
     test-time variation like the training recipe's spectral tilt); 0 gives ``model`` itself."""
@@ -90,16 +102,11 @@ def ensemble_statistics(models, folder: Path, truth: list[dict]) -> list[dict]:
     captions = sorted({row["caption"] for row in truth})
     with torch.no_grad():
         text = [model.encode_text(captions) for model in models]
-    window, hop = models[0].window_samples, models[0].window_samples // 2
     by_file = {}
     for name in sorted({row["audio_path"] for row in truth}):
-        audio, rate = sf.read(folder / name, dtype="float32", always_2d=True)
-        audio = resample(audio.mean(axis=1), rate, models[0].sample_rate)
-        starts = range(0, max(1, len(audio) - window + hop), hop)
-        pieces = [audio[s:s + window] for s in starts]
-        windows = np.stack([np.pad(piece, (0, window - len(piece))) for piece in pieces])
         with torch.no_grad():
-            by_file[name] = probabilities(models, torch.from_numpy(windows), text)
+            by_file[name] = probabilities(models, half_overlapping_windows(models[0], folder / name),
+                                          text)
     rows = []
     for row in truth:
         p = by_file[row["audio_path"]][captions.index(row["caption"])]
@@ -117,16 +124,10 @@ def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = (
     with torch.no_grad():
         text = model.encode_text(captions)
         reference = model.encode_text(list(vocabulary)) if vocabulary else None
-    window, hop = model.window_samples, model.window_samples // 2
     embedded, vocabulary_p = {}, {}
     for name in sorted({row["audio_path"] for row in truth}):
-        audio, rate = sf.read(folder / name, dtype="float32", always_2d=True)
-        audio = resample(audio.mean(axis=1), rate, model.sample_rate)
-        starts = range(0, max(1, len(audio) - window + hop), hop)
-        pieces = [audio[s:s + window] for s in starts]
-        windows = np.stack([np.pad(piece, (0, window - len(piece))) for piece in pieces])
         with torch.no_grad():
-            embedded[name] = model.embed_audio(torch.from_numpy(windows))
+            embedded[name] = model.embed_audio(half_overlapping_windows(model, folder / name))
             if reference is not None:  # every reference caption's probabilities, once per file
                 ref_cosine = torch.einsum("btd,kd->kbt", embedded[name][0], reference.embeddings)
                 vocabulary_p[name] = calibrated_probability(
