@@ -33,7 +33,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
-import torchaudio
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -42,6 +41,7 @@ from benchlib import background_names, mixture_plan, write_result  # noqa: E402
 from flamcli.audio import resample  # noqa: E402
 from flamcli.models import load_model  # noqa: E402
 from flamcli.models.flam import calibrated_probability  # noqa: E402
+from flamcli.models.frontend import slaney_mel_matrix  # noqa: E402
 
 STATISTICS = ("peak", "mean2", "mean3", "median3", "peak_over_level", "peak_cosine",
               "global_cosine")
@@ -73,10 +73,8 @@ def tilted(model, tilt_db: float):
     if tilt_db == 0:
         return model
     config = model.config.frontend
-    fbank = torchaudio.functional.melscale_fbanks(
-        config.n_fft // 2 + 1, config.f_min, config.f_max, config.n_mels, config.sample_rate,
-        norm="slaney", mel_scale="slaney")
-    centre = fbank.argmax(0).float().clamp(min=1) * config.sample_rate / config.n_fft
+    centre = (slaney_mel_matrix(config).argmax(0).float().clamp(min=1)
+              * config.sample_rate / config.n_fft)
     offset = tilt_db * torch.log2(centre / 1000.0)  # dB per mel bin
     copy = copy_module.deepcopy(model)
     plain = copy.audio_branch.logmel
@@ -97,6 +95,16 @@ def probabilities(models, windows: torch.Tensor, text) -> torch.Tensor:
     return total / len(models)
 
 
+def peak_row(folder: Path, row: dict, p: torch.Tensor) -> dict:
+    """A query's answer, background and the statistics every variant reports, from its
+    probabilities ``p`` over the file's frames."""
+    plan = mixture_plan(folder, row["audio_path"])
+    return {"present": bool(row["annotations"]),
+            "background": ",".join(background_names(plan)) if plan else "-",
+            "peak": float(p.max()),
+            "peak_over_level": float(log_odds(p).max() - LEVEL_WEIGHT * log_odds(p).quantile(0.9))}
+
+
 def ensemble_statistics(models, folder: Path, truth: list[dict]) -> list[dict]:
     """The peak statistics of the ensemble's averaged probabilities."""
     captions = sorted({row["caption"] for row in truth})
@@ -107,16 +115,8 @@ def ensemble_statistics(models, folder: Path, truth: list[dict]) -> list[dict]:
         with torch.no_grad():
             by_file[name] = probabilities(models, half_overlapping_windows(models[0], folder / name),
                                           text)
-    rows = []
-    for row in truth:
-        p = by_file[row["audio_path"]][captions.index(row["caption"])]
-        plan = mixture_plan(folder, row["audio_path"])
-        background = ",".join(background_names(plan)) if plan else "-"
-        rows.append({"present": bool(row["annotations"]), "background": background,
-                     "peak": float(p.max()),
-                     "peak_over_level": float(log_odds(p).max()
-                                              - LEVEL_WEIGHT * log_odds(p).quantile(0.9))})
-    return rows
+    return [peak_row(folder, row, by_file[row["audio_path"]][captions.index(row["caption"])])
+            for row in truth]
 
 
 def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = ()) -> list[dict]:
@@ -138,15 +138,10 @@ def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = (
         k = captions.index(row["caption"])
         cosine = torch.einsum("btd,d->bt", frames, text.embeddings[k]).reshape(1, -1)
         p = calibrated_probability(cosine, text.scale[k:k + 1], text.bias[k:k + 1])[0]
-        plan = mixture_plan(folder, row["audio_path"])
-        background = ",".join(background_names(plan)) if plan else "-"
-        rows.append({"present": bool(row["annotations"]), "background": background,
-                     "peak": float(p.max()),
+        rows.append({**peak_row(folder, row, p),
                      "mean2": float(F.avg_pool1d(p[None, None], 2, 1).max()),
                      "mean3": float(F.avg_pool1d(p[None, None], 3, 1).max()),
                      "median3": float(p.unfold(0, 3, 1).median(-1).values.max()),
-                     "peak_over_level": float(log_odds(p).max()
-                                              - LEVEL_WEIGHT * log_odds(p).quantile(0.9)),
                      "peak_cosine": float(cosine.max()),
                      "global_cosine": float((clips @ text.embeddings[k]).max())})
         if reference is not None:
