@@ -62,7 +62,8 @@ def test_tuxpaint_stamp_sounds_get_the_right_caption(build_corpus, rules, path, 
 
 @pytest.fixture(scope="module")
 def effect_rules(build_corpus):
-    return build_corpus.load_rules(CORPUS / "sound_effects.json")
+    phrasings = build_corpus.load_phrasings(CORPUS / "phrasings.json")
+    return build_corpus.load_rules(CORPUS / "sound_effects.json", phrasings)
 
 
 def test_sound_effect_classes_are_unlike_every_corpus_caption(rules, effect_rules):
