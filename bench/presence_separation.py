@@ -18,7 +18,11 @@ each query competes with the manifest's captions that are not paraphrases of it 
 embeddings' cosine < 0.7). ``vocabulary_margin`` is the largest log-odds lead of the query
 over its best competitor in any frame; ``vocabulary_win`` is the query's peak probability
 over the frames where no competitor beats it. If another caption explains the sound better,
-the query would be refused.
+the query would be refused. Two cohort normalisations (as in speaker verification's score
+normalisation) soften that competition: ``cohort_mean_lead`` is the peak of the query's
+log-odds minus a quarter of the competitors' mean log-odds in the same frame (a recording in
+which every caption fires counts less), and ``cohort_share`` the peak of the query's log-odds
+plus the log of its softmax share among itself and the competitors in that frame.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ from flamcli.models.frontend import slaney_mel_matrix  # noqa: E402
 STATISTICS = ("peak", "mean2", "mean3", "median3", "peak_over_level", "peak_cosine",
               "global_cosine")
 LEVEL_WEIGHT = 0.25  # the best of 0.25–1 on run 7's tuning set; larger weights separate worse
-VOCABULARY_STATISTICS = ("vocabulary_margin", "vocabulary_win")
+VOCABULARY_STATISTICS = ("vocabulary_margin", "vocabulary_win", "cohort_mean_lead", "cohort_share")
+COHORT_WEIGHT = 0.25  # of 0.1–1 on run 7's tuning set, 0.1–0.25 tie with the peak; more separates worse
 PARAPHRASE_COSINE = 0.7  # captions at least this close to the query do not compete with it
 
 
@@ -146,10 +151,20 @@ def statistics(model, folder: Path, truth: list[dict], vocabulary: list[str] = (
                      "global_cosine": float((clips @ text.embeddings[k]).max())})
         if reference is not None:
             rival = (reference.embeddings @ text.embeddings[k]) < PARAPHRASE_COSINE
-            best_rival = vocabulary_p[row["audio_path"]][rival].max(0).values
-            rows[-1]["vocabulary_margin"] = float((log_odds(p) - log_odds(best_rival)).max())
-            rows[-1]["vocabulary_win"] = float((p * (p >= best_rival)).max())
+            rows[-1].update(open_set_statistics(p, vocabulary_p[row["audio_path"]][rival]))
     return rows
+
+
+def open_set_statistics(p: torch.Tensor, rivals: torch.Tensor) -> dict:
+    """The query's probabilities ``p`` [frames] against its competitors' ``rivals``
+    [competitors, frames]: the ``VOCABULARY_STATISTICS``."""
+    query, others = log_odds(p), log_odds(rivals)
+    best_rival = rivals.max(0).values
+    log_share = query - torch.logsumexp(torch.cat([query[None], others]), 0)
+    return {"vocabulary_margin": float((query - log_odds(best_rival)).max()),
+            "vocabulary_win": float((p * (p >= best_rival)).max()),
+            "cohort_mean_lead": float((query - COHORT_WEIGHT * others.mean(0)).max()),
+            "cohort_share": float((query + log_share).max())}
 
 
 def manifest_captions(path: Path) -> list[str]:

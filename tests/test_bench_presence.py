@@ -1,6 +1,7 @@
-"""bench/presence_separation.py's ensemble and test-time tilt (the measurements behind run 13's
-"no gain" in docs/benchmarks.md): a model averaged with itself is the model, and a tilt moves
-each mel bin by the asked dB per octave."""
+"""bench/presence_separation.py's ensemble, test-time tilt and open-set statistics (the
+measurements behind the "no gain" results in docs/benchmarks.md): a model averaged with itself
+is the model, a tilt moves each mel bin by the asked dB per octave, and the open-set
+statistics match values worked out by hand."""
 
 import importlib.util
 import math
@@ -85,3 +86,22 @@ def test_a_model_averaged_with_itself_scores_as_itself(presence, debug_model):
                                         [text, text])
     assert alone.shape[0] == 2 and torch.allclose(alone, twice)
     assert not torch.allclose(alone, tilted)
+
+
+def test_open_set_statistics_against_worked_values(presence):
+    def p(log_odds):  # probabilities with these log-odds
+        return torch.sigmoid(torch.tensor(log_odds))
+
+    query = p([0.0, 2.0, -1.0])
+    rivals = p([[1.0, 1.0, 1.0], [-3.0, 1.0, -3.0]])
+    out = presence.open_set_statistics(query, rivals)
+    # best rival 1 in every frame: leads −1, 1, −2; the query wins only frame 1
+    assert out["vocabulary_margin"] == pytest.approx(1.0, abs=1e-4)
+    assert out["vocabulary_win"] == pytest.approx(float(query[1]), abs=1e-6)
+    # rivals' mean log-odds −1, 1, −1: 0 + 0.25, 2 − 0.25, −1 + 0.25 → 1.75
+    assert out["cohort_mean_lead"] == pytest.approx(2.0 - presence.COHORT_WEIGHT, abs=1e-4)
+    # frame 1: share e^2 / (e^2 + e + e) of the query's log-odds 2
+    share = math.exp(2) / (math.exp(2) + 2 * math.e)
+    assert out["cohort_share"] == pytest.approx(2.0 + math.log(share), abs=1e-4)
+    # a query all rivals beat everywhere never wins
+    assert presence.open_set_statistics(p([-5.0, -5.0]), p([[0.0, 0.0]]))["vocabulary_win"] == 0
