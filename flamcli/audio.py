@@ -11,6 +11,7 @@ import glob
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,7 @@ def probe(path: Path) -> AudioInfo:
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
-        info = sf.info(str(path))
+        info = sf.info(os.fsencode(path))
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError …
         raise AudioError(f"not a readable audio file ({_short(exc)})") from None
     if info.format not in ACCEPTED_FORMATS:
@@ -72,12 +73,47 @@ def probe(path: Path) -> AudioInfo:
         raise AudioError("contains no audio samples")
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError("invalid header (sample rate or channel count is zero)")
+    truncation = _truncated_by_header(info)
+    if truncation:
+        raise AudioError(truncation)
     return AudioInfo(info.samplerate, info.channels, info.frames, info.format)
 
 
+# libsndfile's parse log (``extra_info``) is the only place soundfile shows what a WAV header
+# declares: it gives the file the frames actually present and notes ``data : DECLARED (should
+# be PRESENT)`` when the data chunk runs past the end of the file.
+_WAV_DATA_SIZES = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+# Writers that stream a WAV of unknown length put a placeholder size near 2 or 4 GiB there;
+# such a file is unfinished by design, not cut short.
+_WAV_PLACEHOLDER_SIZE = 0x7FFF0000
+
+
+def _truncated_by_header(info) -> str | None:
+    """Why the header shows the file was cut short, or None: a WAV data chunk that promises
+    more bytes than the file holds, or an Ogg stream whose last page is not its end."""
+    if info.format in ("WAV", "WAVEX"):
+        match = _WAV_DATA_SIZES.search(info.extra_info)
+        if match:
+            declared, present = int(match.group(1)), int(match.group(2))
+            if present < declared < _WAV_PLACEHOLDER_SIZE:
+                declared_frames = info.frames * declared // max(present, 1)
+                if declared_frames > info.frames:
+                    return _truncation_message(info.frames, declared_frames, info.samplerate)
+    if info.format == "OGG" and "lacks an end-of-stream bit" in info.extra_info:
+        return ("truncated: the Ogg stream stops before its end-of-stream page "
+                "(a cut or unfinished file)")
+    return None
+
+
+def _truncation_message(present_frames: int, declared_frames: int, rate: int) -> str:
+    return (f"truncated: holds {present_frames / rate:.2f} s of the "
+            f"{declared_frames / rate:.2f} s its header declares")
+
+
 def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-    return text.removeprefix("Error opening ").strip()
+    # The caller names the file: soundfile's own "Error opening 'NAME': " would repeat it.
+    text = (getattr(exc, "error_string", None) or str(exc)).strip()
+    return text.splitlines()[0].rstrip(".") if text else exc.__class__.__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,6 +123,45 @@ def _short(exc: Exception) -> str:
 def _stem_of(path: Path, root: Path | None) -> str:
     rel = path.relative_to(root) if root is not None else Path(path.name)
     return str(rel.with_suffix(""))
+
+
+def readable_name(name: str) -> str:
+    """A file name as text that can always be printed: bytes that are not UTF-8 (kept by
+    Python as lone surrogates) are shown as ``\\xff`` escapes, the way ``ls -b`` shows them."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _stdin_lines(stream) -> Iterator[str]:
+    """Lines of ``stream`` without their line ending. Bytes are decoded like file names
+    (os.fsdecode), so a path that is not UTF-8 still names its file and binary data cannot
+    stop the reading with a decoding error."""
+    binary = getattr(stream, "buffer", None)
+    for line in binary if binary is not None else stream:
+        text = os.fsdecode(line) if isinstance(line, bytes) else line
+        yield text.rstrip("\r\n")
+
+
+# Audio piped into ``-`` instead of being named: how its data starts (MPEG sync bytes are not
+# UTF-8, so they arrive as surrogates).
+_AUDIO_SIGNATURES = ("RIFF", "RF64", "fLaC", "OggS", "ID3", "\udcff\udcfb", "\udcff\udcf3")
+_BAD_STDIN_LINES_SHOWN = 3  # binary data splits into many "lines": name a few, count the rest
+_AUDIO_ON_STDIN = ("standard input holds audio data, not file paths: `-` reads newline-separated "
+                   "paths; give the audio file itself as AUDIO")
+
+
+def _not_a_path(line: str) -> str | None:
+    """Why a line read from stdin cannot be a file path, or None."""
+    binary = "\0" in line or any(ord(c) < 32 and c != "\t" for c in line)
+    if not binary:
+        return None
+    if line.startswith(_AUDIO_SIGNATURES):
+        return _AUDIO_ON_STDIN
+    if "\0" in line:  # no file name can hold one: `find -print0` output, or binary data
+        return ("not a path (contains a NUL byte): `-` reads newline-separated file paths, "
+                "not NUL-separated ones or audio")
+    if os.path.lexists(line):  # a real, if odd, name with control characters
+        return None
+    return "not a path (binary data): `-` reads newline-separated file paths, not audio"
 
 
 def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput], list[str]]:
@@ -101,6 +176,7 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
     stems: set[str] = set()
 
     def add(path: Path, root: Path | None, display: str) -> None:
+        display = readable_name(display)
         key = path.resolve()
         if key in seen:
             return
@@ -121,9 +197,8 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
             if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not p.name.startswith(".")
         )
         if not found:
-            problems.append(
-                f"{display}: no audio files found (looked for {' '.join(AUDIO_EXTENSIONS)})"
-            )
+            problems.append(f"{readable_name(display)}: no audio files found "
+                            f"(looked for {' '.join(AUDIO_EXTENSIONS)})")
         for p in found:
             add(p, directory, str(Path(display) / p.relative_to(directory)))
 
@@ -138,7 +213,7 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
         else:
             matches = sorted(glob.glob(os.path.expanduser(argument), recursive=True))
             if not matches:
-                problems.append(f"{argument}: no file matches this pattern")
+                problems.append(f"{readable_name(argument)}: no file matches this pattern")
             for match in matches:
                 m = Path(match)
                 if m.is_dir():
@@ -146,21 +221,39 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
                 else:
                     add(m, None, match)
 
+    def add_checked(argument: str, where: str) -> None:
+        try:
+            add_argument(argument)
+        except OSError as exc:  # e.g. a name longer than the file system allows
+            problems.append(f"{where}: {exc.strerror or exc}")
+
     for argument in arguments:
         if argument == "-":
             stream = stdin if stdin is not None else sys.stdin
             if stream.isatty():
                 logger.info("reading audio paths from standard input, one per line (Ctrl-D ends)")
-            paths = 0
-            for line in stream:
-                line = line.rstrip("\r\n")
-                if line.strip():
-                    add_argument(line)
-                    paths += 1
-            if not paths:
+            entries = bad_lines = 0
+            for number, line in enumerate(_stdin_lines(stream), 1):
+                if not line.strip():
+                    continue
+                entries += 1
+                reason = _not_a_path(line)
+                if reason == _AUDIO_ON_STDIN:
+                    problems.append(f"-: {reason}")
+                    break  # the rest is more of the same audio, not paths
+                if not reason:
+                    add_checked(line, readable_name(line))
+                    continue
+                bad_lines += 1
+                if bad_lines <= _BAD_STDIN_LINES_SHOWN:
+                    problems.append(f"-: line {number}: {reason}")
+            if bad_lines > _BAD_STDIN_LINES_SHOWN:
+                problems.append(f"-: {bad_lines - _BAD_STDIN_LINES_SHOWN} more lines that are "
+                                "not paths were skipped")
+            if not entries:
                 problems.append("-: no audio paths on standard input")
         else:
-            add_argument(argument)
+            add_checked(argument, readable_name(argument))
     return inputs, problems
 
 
@@ -250,7 +343,7 @@ def read_blocks(path: Path, block_frames: int = 1 << 16) -> Iterator[np.ndarray]
     import soundfile as sf
 
     try:
-        handle = sf.SoundFile(str(path))
+        handle = sf.SoundFile(os.fsencode(path))
     except Exception as exc:
         raise AudioError(f"not a readable audio file ({_short(exc)})") from None
     position = 0
@@ -264,6 +357,9 @@ def read_blocks(path: Path, block_frames: int = 1 << 16) -> Iterator[np.ndarray]
                     f"(truncated or corrupt file: {_short(exc)})"
                 ) from None
             if not len(block):
+                if handle.frames - position > _decoding_tolerance(handle):
+                    raise AudioError(_truncation_message(position, handle.frames,
+                                                         handle.samplerate))
                 return
             mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
             if not np.isfinite(mono).all():
@@ -273,6 +369,15 @@ def read_blocks(path: Path, block_frames: int = 1 << 16) -> Iterator[np.ndarray]
                 )
             position += len(mono)
             yield np.ascontiguousarray(mono)
+
+
+def _decoding_tolerance(handle) -> int:
+    """Frames a complete file may decode short of its header's count: none, except for MP3,
+    whose length is estimated from the bitrate when it has no Xing/Info header (with one,
+    as LAME writes, it is exact)."""
+    if handle.format != "MP3":
+        return 0
+    return max(handle.frames // 100, handle.samplerate // 2)
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from .audio import AudioInfo
 from .io import atomic_path, sha256_of, write_text_atomic
 
 CACHE_FORMAT = 1  # bump when the stored layout or the windowing changes meaning
+
+# What np.load and reading an entry's arrays raise for an entry cut short by a crash, emptied
+# by a full disk or otherwise damaged: an empty file is EOFError, a cut or garbled zip
+# BadZipFile, a missing array KeyError, a non-npz file ValueError.
+_DAMAGED_ENTRY = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile)
 
 
 def model_fingerprint(model) -> str:
@@ -66,10 +72,11 @@ class EmbeddingCache:
         identity = {"path": str(real), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
         try:
             saved = json.loads(stamp.read_text(encoding="utf-8"))
-            if {k: saved.get(k) for k in identity} == identity:
+            if (isinstance(saved, dict) and isinstance(saved.get("sha256"), str)
+                    and {k: saved.get(k) for k in identity} == identity):
                 return saved["sha256"]
-        except (OSError, ValueError, KeyError):
-            pass
+        except (OSError, ValueError):
+            pass  # unreadable or damaged stamp: hash again (and overwrite it)
         digest = sha256_of(real)
         try:
             write_text_atomic(stamp, json.dumps({**identity, "sha256": digest}))
@@ -94,7 +101,7 @@ class EmbeddingCache:
                     frames=data["frames"], starts=data["starts"], valid=data["valid"],
                     total_samples=int(data["total_samples"]), peak=float(data["peak"]),
                     info=info)
-        except (OSError, ValueError, KeyError):
+        except _DAMAGED_ENTRY:
             return None  # unreadable or damaged: compute again (and overwrite)
 
     def store(self, path: Path, recording: CachedRecording) -> None:

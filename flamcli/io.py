@@ -15,7 +15,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise _naming(target, exc) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -24,10 +27,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         # new file would (0666 minus the umask), like `open(target, "w")`.
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.filename in (tmp, tmp_path):
+            raise _naming(target, exc) from exc
         raise
+
+
+def _naming(target: Path, exc: OSError) -> OSError:
+    """The same error, naming the path the user asked for: the hidden temporary file beside
+    it is flam's own business and would only puzzle them."""
+    return OSError(exc.errno, exc.strerror, str(target))  # OSError picks the subclass
 
 
 def _umask() -> int:

@@ -186,14 +186,14 @@ def test_silent_file_is_processed_with_a_warning(cli, make_audio):
     assert json.loads(result.stdout)["files"][0]["warnings"] == ["audio is silent (all samples are zero)"]
 
 
-def test_empty_query_is_an_error_but_other_queries_run(cli, make_audio):
+def test_empty_query_is_a_usage_error_as_in_ground(cli, make_audio):
     clip = make_audio("a.wav")
-    result = cli("detect", clip, "dog", "-q", "   ", "-m", "debug", "-f", "scores")
-    assert result.exit_code == 3
-    assert "error: query 2 is empty" in result.stderr
-    assert parse_tsv(result.stdout)[0] == ["onset", "offset", "dog"]
-    result = cli("detect", clip, "-q", "", "-m", "debug")
-    assert result.exit_code == 2 and "no query given" in result.stderr
+    for command in ("detect", "ground"):
+        result = cli(command, clip, "dog", "-q", "   ", "-m", "debug")
+        assert result.exit_code == 2 and result.stdout == ""
+        assert result.stderr == "error: query 2 is empty\n"
+        result = cli(command, clip, "-q", "", "-m", "debug")
+        assert result.exit_code == 2 and "query 1 is empty" in result.stderr
 
 
 def test_query_with_tabs_and_newlines_is_cleaned(cli, make_audio):

@@ -47,7 +47,11 @@ def main() -> None:
     try:
         # Not standalone: Click would print its usage errors as a multi-line box.
         code = app(standalone_mode=False)
-    except typer.Abort:
+    except typer.Abort as exc:
+        # Typer turns any EOFError escaping a command into Abort, as if the user had ended a
+        # prompt with Ctrl-D; flam has no prompts, so it is a bug to report, not an abort.
+        if isinstance(exc.__cause__, EOFError):
+            _internal_error(exc.__cause__)
         Log().error("aborted")
         sys.exit(ExitCode.INTERRUPTED)
     except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)

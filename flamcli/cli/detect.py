@@ -38,10 +38,36 @@ def split_audio_and_queries(arguments: list[str]) -> tuple[list[str], list[str]]
         candidate = Path(argument).expanduser()
         looks_like_audio = (candidate.suffix.lower() in AUDIO_EXTENSIONS
                             or argument.endswith(("/", os.sep)))
-        if not (looks_like_audio or candidate.is_dir()):
+        if not (looks_like_audio or _is_directory(candidate)):
             break
         audio.append(rest.pop(0))
     return audio, rest
+
+
+def _is_directory(path: Path) -> bool:
+    """Like Path.is_dir, but a text no file system accepts as a name (a long query is longer
+    than a file name may be: ENAMETOOLONG) is simply not a directory."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def usable_queries(log: Log, raw_queries: list[str], example: str) -> list[str]:
+    """Cleaned queries; an empty query, or none at all, is a usage error (exit 2, nothing
+    run), each named on one line. ``example`` is the command line suggested when none is given."""
+    from ..detection import clean_queries
+
+    queries, warnings, errors = clean_queries(raw_queries)
+    for message in warnings:
+        log.warning(message)
+    for message in errors:
+        log.error(message)
+    if errors or not queries:
+        if not errors:
+            log.error(f"no query given: e.g. {example}")
+        raise typer.Exit(ExitCode.USAGE)
+    return queries
 
 
 def gather_arguments(log: Log, arguments: list[str], query: list[str] | None,
@@ -60,7 +86,9 @@ def gather_arguments(log: Log, arguments: list[str], query: list[str] | None,
 
 def read_queries_file(path: Path) -> list[str]:
     """One query per line; blank lines and lines starting with # are skipped."""
-    text = path.read_text(encoding="utf-8")
+    # utf-8-sig: files saved by Notepad or Excel start with a byte-order mark, which would
+    # otherwise become an invisible first character of the first query.
+    text = path.read_text(encoding="utf-8-sig")
     return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -158,29 +186,21 @@ def detect(
     log = Log(quiet)
     log.attach()
     audio_args, all_queries = gather_arguments(log, arguments, query, queries_file)
-    exit_code = _run(log, audio_args, all_queries, fmt, output_dir, threshold or [], median_filter,
+    queries = usable_queries(log, all_queries, 'flam detect clip.wav "dog barks"')
+    exit_code = _run(log, audio_args, queries, fmt, output_dir, threshold or [], median_filter,
                      min_duration, merge_gap, overlap, approximate, no_plot, model, revision,
                      device, batch_size, threads, quiet, cache)
     raise typer.Exit(exit_code)
 
 
-def _run(log, audio_args, raw_queries, fmt, output_dir, threshold_values, median_filter,
+def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_filter,
          min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
          batch_size, threads, quiet, cache_dir=None) -> int:
-    from ..detection import QueryError, clean_queries, iter_detect, resolve_thresholds
+    from ..detection import QueryError, iter_detect, resolve_thresholds
     from ..models.registry import ModelLoadError, load_model
     from ..writers import get_writer, write_file_outputs
 
     failed = False
-    queries, warnings, errors = clean_queries(raw_queries)
-    for message in warnings:
-        log.warning(message)
-    for message in errors:
-        log.error(message)
-        failed = True
-    if not queries:
-        log.error("no query given: add one after the audio, e.g. flam detect clip.wav \"dog barks\"")
-        return ExitCode.USAGE
     try:
         thresholds = parse_thresholds(threshold_values)  # None: the model's own
         if thresholds is not None:
