@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TextIO
 
 from .detection import FileResult
@@ -19,8 +21,30 @@ FORMATS = ("tsv", "csv", "json", "jsonl", "audacity", "scores")
 DCASE_COLUMNS = ("filename", "onset", "offset", "event_label", "confidence")
 
 
-def _seconds(value: float) -> str:
-    return f"{value:.3f}"
+def interval_text(onset: float, offset: float, decimals: int = 3) -> tuple[str, str]:
+    """An event's onset and offset as text with ``decimals`` places, never of zero length.
+
+    Plain rounding would write an event shorter than half a unit (e.g. 0.5 ms at 3 places:
+    a 1-sample file) as ``0.000 0.000``, which flam eval and sed_scores_eval reject as
+    onset >= offset. Such an event is widened outwards instead (onset rounded down, offset
+    up, at least one unit apart) so that it still covers the detected span; every other
+    event is rounded as before, so ordinary output is unchanged.
+    """
+    start, end = f"{onset:.{decimals}f}", f"{offset:.{decimals}f}"
+    if float(end) > float(start) or not (math.isfinite(onset) and math.isfinite(offset)):
+        return start, end
+    unit = Decimal(1).scaleb(-decimals)
+    low = Decimal(repr(float(onset))).quantize(unit, ROUND_FLOOR)  # repr: the float's digits
+    high = max(Decimal(repr(float(offset))).quantize(unit, ROUND_CEILING), low + unit)
+    return f"{low:.{decimals}f}", f"{high:.{decimals}f}"
+
+
+def tsv_row(cells: list) -> str:
+    """One tab-separated line, quoted as csv does: a tab, newline or quote inside a cell (a
+    file name may hold them) stays in its column; ordinary cells are written as they are."""
+    out = io.StringIO()
+    csv.writer(out, delimiter="\t", lineterminator="\n").writerow(cells)
+    return out.getvalue()
 
 
 def label_text(text: str) -> str:
@@ -64,7 +88,7 @@ class DelimitedWriter(ResultWriter):
 
     def write(self, result: FileResult) -> None:
         for e in result.events:
-            self.rows.writerow([e.file, _seconds(e.onset), _seconds(e.offset), e.query,
+            self.rows.writerow([e.file, *interval_text(e.onset, e.offset), e.query,
                                 f"{e.confidence:.4f}"])
 
 
@@ -131,7 +155,8 @@ def audacity_labels(result: FileResult, with_confidence: bool = True) -> str:
     lines = []
     for e in sorted(result.events, key=lambda e: (e.onset, e.offset)):
         text = f"{e.query} ({e.confidence:.2f})" if with_confidence else e.query
-        lines.append(f"{e.onset:.6f}\t{e.offset:.6f}\t{label_text(text)}\n")
+        start, end = interval_text(e.onset, e.offset, decimals=6)
+        lines.append(f"{start}\t{end}\t{label_text(text)}\n")
     return "".join(lines)
 
 
@@ -154,15 +179,17 @@ class ScoresWriter(ResultWriter):
     def write(self, result: FileResult) -> None:
         if result.error:
             return
-        prefix = f"{result.file}\t" if self.multiple_files else ""
-        self.stream.write(score_table_text(result, header=False, prefix=prefix))
+        filename = result.file if self.multiple_files else None
+        self.stream.write(score_table_text(result, header=False, filename=filename))
 
 
-def score_table_text(result: FileResult, header: bool = True, prefix: str = "") -> str:
-    """Frame probabilities with 9 significant digits: every float32 value round-trips exactly."""
+def score_table_text(result: FileResult, header: bool = True, filename: str | None = None) -> str:
+    """Frame probabilities with 9 significant digits: every float32 value round-trips exactly.
+    ``filename``: a leading column naming the file (quoted as in :func:`tsv_row`)."""
     out = io.StringIO()
     if header:
         out.write("\t".join(["onset", "offset", *result.queries]) + "\n")
+    prefix = "" if filename is None else tsv_row([filename])[:-1] + "\t"
     edges = result.timestamps
     for row, scores in enumerate(result.scores.tolist()):
         values = "\t".join(f"{v:.9g}" for v in scores)

@@ -104,12 +104,9 @@ def _run(body) -> None:
 
 
 def _read_queries(path: Path) -> list[str]:
-    from ..evaluation import EvalInputError
+    from ..evaluation.inputs import open_text
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalInputError(f"{path}: cannot read ({exc.__class__.__name__})") from None
+    text = open_text(path)
     return [line.strip() for line in text.splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 

@@ -15,7 +15,7 @@ from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap,
                      configure_torch, progress_bar)
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
-from .detect import gather_arguments, parse_thresholds
+from .detect import gather_arguments, parse_thresholds, usable_queries
 
 
 class GroundFormat(str, Enum):
@@ -88,22 +88,15 @@ def ground(
 
       flam ground hour.wav "glass breaking" --cache ~/.cache/flam-embeddings -f json
     """
-    from ..detection import QueryError, clean_queries, resolve_thresholds
+    from ..detection import QueryError, resolve_thresholds
     from ..grounding import iter_ground
     from ..models.registry import ModelLoadError, load_model
+    from ..writers import interval_text, tsv_row  # tsv rows quoted like flam detect -f tsv
 
     log = Log(quiet)
     log.attach()
     audio_args, raw_queries = gather_arguments(log, arguments, query, queries_file)
-    queries, warnings, errors = clean_queries(raw_queries)
-    for message in warnings:
-        log.warning(message)
-    for message in errors:
-        log.error(message)
-    if errors or not queries:
-        if not queries and not errors:
-            log.error("no query given: e.g. flam ground clip.wav \"dog barks\"")
-        raise typer.Exit(ExitCode.USAGE)
+    queries = usable_queries(log, raw_queries, 'flam ground clip.wav "dog barks"')
     try:
         thresholds = parse_thresholds(threshold or [], default=None)  # None: the model's
         if thresholds is not None:
@@ -166,8 +159,8 @@ def ground(
                     for a, b, c in rows:
                         cells = [result.file, answer.query, str(answer.present).lower(),
                                  f"{answer.presence:.6f}"] + (
-                            ["", "", ""] if a is None else [f"{a:.3f}", f"{b:.3f}", f"{c:.6f}"])
-                        sys.stdout.write("\t".join(cells) + "\n")
+                            ["", "", ""] if a is None else [*interval_text(a, b), f"{c:.6f}"])
+                        sys.stdout.write(tsv_row(cells))
                 else:
                     records.append(record)
             sys.stdout.flush()

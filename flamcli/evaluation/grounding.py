@@ -4,10 +4,11 @@ SpotSound-Bench form (ground truth and predictions alike)::
 
     [{"audio_path": "a.flac", "caption": "dog barks", "annotations": [[1.2, 3.4], …]}, …]
 
-Ground-truth rows with empty ``annotations`` are absent-event queries (negatives).
+Ground-truth rows with empty ``annotations`` are absent-event queries (negatives); a
+ground-truth row without the key is malformed.
 Prediction rows may add ``"present": true|false`` (the stage-1 presence answer; default:
 ``annotations`` is non-empty) and ``"score"`` or ``"presence"`` (presence confidence, recorded
-only); other keys are ignored. ``flam ground -f json`` output is such a list. Rows are matched on (audio_path, caption); the
+only; a number); other keys are ignored. ``flam ground -f json`` output is such a list. Rows are matched on (audio_path, caption); the
 path may differ in folders as long as the file name identifies the row.
 
 Metrics (fractions in [0, 1]; spotsound.md §5):
@@ -37,7 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .inputs import EvalInputError, clean_label
+from .inputs import EvalInputError, _number, clean_label, open_text
 
 R1_THRESHOLDS = (0.3, 0.5, 0.7)
 JOINT_IOU = 0.5
@@ -49,9 +50,7 @@ MAX_WINDOWS = 10
 # -- reading -----------------------------------------------------------------------------------
 def _load_json(path: Path):
     path = Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8-sig")
+    text = open_text(path)
     if path.suffix.lower() == ".jsonl" or (text.lstrip()[:1] == "{" and "\n{" in text.strip()):
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -103,9 +102,15 @@ def read_grounding(path: Path, *, predictions: bool = False) -> list[dict]:
         where = f"{path}: {label} {number}"
         if not isinstance(row, dict):
             raise EvalInputError(f"{where}: expected an object")
-        missing = [k for k in ("audio_path", "caption") if k not in row]
+        # Ground truth must say "annotations": [] for a negative: a row that omits the key
+        # (a truncated or hand-edited file) is not silently counted as an absent event.
+        required = ("audio_path", "caption") if predictions else ("audio_path", "caption",
+                                                                  "annotations")
+        missing = [k for k in required if k not in row]
         if missing:
-            raise EvalInputError(f"{where}: missing {', '.join(missing)}")
+            raise EvalInputError(f"{where}: missing {', '.join(missing)}"
+                                 + (" ([] for an absent event)" if "annotations" in missing
+                                    else ""))
         item = {"audio_path": str(row["audio_path"]), "caption": clean_label(row["caption"]),
                 "annotations": _windows(row.get("annotations", []), where), "where": where}
         if predictions:
@@ -113,9 +118,9 @@ def read_grounding(path: Path, *, predictions: bool = False) -> list[dict]:
             if present is not None and not isinstance(present, bool):
                 raise EvalInputError(f"{where}: 'present' must be true or false")
             item["present"] = bool(item["annotations"]) if present is None else present
-            score = row.get("score", row.get("presence"))  # flam ground -f json: presence
-            if score is not None:
-                item["score"] = float(score)
+            key = "score" if "score" in row else "presence"  # flam ground -f json: presence
+            if row.get(key) is not None:
+                item["score"] = _number(row[key], where, repr(key))
         out.append(item)
     if not out:
         raise EvalInputError(f"{path}: no rows")

@@ -18,6 +18,7 @@ Formats (reference: formats-and-metrics.md §1, §2, §5):
 from __future__ import annotations
 
 import csv
+import io
 import math
 import re
 from collections import defaultdict
@@ -72,17 +73,20 @@ def clean_label(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _number(text: str, where: str, what: str, comma: bool = False) -> float:
+def _number(text, where: str, what: str, comma: bool = False) -> float:
+    """A finite number from table text or a JSON value (a list or an object is not one)."""
     try:
         value = float(text.strip().replace(",", ".") if comma else text)
-    except (ValueError, AttributeError):
+    except (ValueError, TypeError, AttributeError):
         raise EvalInputError(f"{where}: {what} {text!r} is not a number") from None
     if not math.isfinite(value):
         raise EvalInputError(f"{where}: {what} {text!r} is not a finite number")
     return value
 
 
-def _open_text(path: Path) -> str:
+def open_text(path: Path) -> str:
+    """A text input's contents, or an EvalInputError naming it (missing, a folder, binary)."""
+    path = Path(path)
     if not path.exists():
         raise EvalInputError(f"{path}: no such file")
     if path.is_dir():
@@ -97,25 +101,33 @@ def _open_text(path: Path) -> str:
 
 def _rows(path: Path, required: tuple[str, ...]):
     """(line number, {column: text}) for each data row of a delimited table with a header."""
-    text = _open_text(path)
+    stream = io.StringIO(open_text(path))
     delimiter = "," if path.suffix.lower() == ".csv" else "\t"
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
+    first_line = stream.readline()
+    if not first_line.strip():
         raise EvalInputError(f"{path}: empty file (expected a header with {', '.join(required)})")
-    header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delimiter))]
+    header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
     missing = [c for c in required if c not in header]
     if missing:
         sep = "tab" if delimiter == "\t" else "comma"
         raise EvalInputError(f"{path}:1: header lacks column(s) {', '.join(missing)} "
                              f"({sep}-separated header found: {header})")
-    for number, fields in enumerate(csv.reader(lines[1:], delimiter=delimiter), start=2):
-        if not fields or all(not f.strip() for f in fields):
-            continue
-        if len(fields) < len(header):
-            fields = fields + [""] * (len(header) - len(fields))
-        elif len(fields) > len(header) and any(f.strip() for f in fields[len(header):]):
-            raise EvalInputError(f"{path}:{number}: {len(fields)} fields, header has {len(header)}")
-        yield number, dict(zip(header, fields))
+    # csv reads the stream itself, not split lines, so that a quoted file name holding a
+    # newline (as flam detect -f tsv writes it) stays one field.
+    reader = csv.reader(stream, delimiter=delimiter)
+    try:
+        for fields in reader:
+            number = reader.line_num + 1  # the header line was read before csv started
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            if len(fields) < len(header):
+                fields = fields + [""] * (len(header) - len(fields))
+            elif len(fields) > len(header) and any(f.strip() for f in fields[len(header):]):
+                raise EvalInputError(f"{path}:{number}: {len(fields)} fields, header has "
+                                     f"{len(header)}")
+            yield number, dict(zip(header, fields))
+    except csv.Error as exc:
+        raise EvalInputError(f"{path}:{reader.line_num + 1}: {exc}") from None
 
 
 def merge_touching(events: list[Event]) -> tuple[list[Event], int]:
@@ -179,7 +191,7 @@ def read_audacity(path: Path, *, strip_score: bool = True) -> tuple[list[Event],
     """
     path = Path(path)
     events, warnings = [], []
-    for number, line in enumerate(_open_text(path).splitlines(), start=1):
+    for number, line in enumerate(open_text(path).splitlines(), start=1):
         if not line.strip() or line.startswith("\\"):
             continue
         fields = line.split("\t")
@@ -239,6 +251,16 @@ def read_events(path: Path, *, predictions: bool = False):
 
 
 # -- score tables ------------------------------------------------------------------------------
+class ScoreTable(tuple):
+    """``(timestamps [T + 1], values [T, K])`` of one clip that remembers the file it was read
+    from, so that a later check (e.g. coverage of the clip's duration) can name that file."""
+
+    def __new__(cls, timestamps, values, path):
+        table = super().__new__(cls, (timestamps, values))
+        table.path = str(path)
+        return table
+
+
 def _parse_score_rows(path: Path, header: list[str], rows: list[tuple[int, list[str]]], first: int):
     """Rows of one clip → (timestamps [T + 1], values [T, K])."""
     if not rows:
@@ -285,23 +307,30 @@ def _score_header(path: Path, line: str) -> tuple[list[str], int]:
 
 
 def read_score_table(path: Path) -> tuple[list[str], dict]:
-    """One score file → (queries, {clip id: (timestamps, values)}); a table with a leading
-    ``filename`` column may hold several clips."""
+    """One score file → (queries, {clip id: ScoreTable}); a table with a leading ``filename``
+    column may hold several clips."""
     path = Path(path)
-    lines = _open_text(path).splitlines()
-    if not lines:
+    stream = io.StringIO(open_text(path))
+    first_line = stream.readline()
+    if not first_line:
         raise EvalInputError(f"{path}: empty file")
-    header, first = _score_header(path, lines[0])
+    header, first = _score_header(path, first_line)
     queries = header[first + 2:]
     groups: dict[str, list] = defaultdict(list)
     name = path.name
     key = name[: -len(".scores.tsv")] if name.endswith(".scores.tsv") else path.stem
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        groups[clip_id(fields[0]) if first else key].append((number, fields))
-    return queries, {clip: _parse_score_rows(path, header, rows, first)
+    # Rows go through csv: a file name holding a tab, newline or quote is written quoted
+    # (flam detect -f scores, like -f tsv), and csv reads ordinary rows exactly as split("\t").
+    reader = csv.reader(stream, delimiter="\t")
+    try:
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            number = reader.line_num + 1  # the header line was read before csv started
+            groups[clip_id(fields[0]) if first else key].append((number, fields))
+    except csv.Error as exc:
+        raise EvalInputError(f"{path}:{reader.line_num + 1}: {exc}") from None
+    return queries, {clip: ScoreTable(*_parse_score_rows(path, header, rows, first), path)
                      for clip, rows in groups.items()}
 
 

@@ -16,12 +16,13 @@ embedding of the caption or prompt. Similarity: cosine.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from .inputs import EvalInputError, clean_label
+from .inputs import EvalInputError, clean_label, open_text
 
 RECALL_AT = (1, 5, 10)
 FILE_COLUMNS = ("file", "file_name", "filename", "audio", "audio_path", "path")
@@ -29,14 +30,15 @@ FILE_COLUMNS = ("file", "file_name", "filename", "audio", "audio_path", "path")
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict]]]:
     path = Path(path)
-    if not path.is_file():
-        raise EvalInputError(f"{path}: no such file")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-        reader = csv.DictReader(handle, delimiter=delimiter)
+    text = open_text(path)  # one line, not a traceback, for a binary or unreadable file
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
         header = [h.strip() for h in (reader.fieldnames or [])]
         rows = [(number, {k.strip(): (v or "") for k, v in row.items() if k})
                 for number, row in enumerate(reader, start=2)]
+    except csv.Error as exc:
+        raise EvalInputError(f"{path}:{reader.line_num}: {exc}") from None
     return header, rows
 
 

@@ -36,6 +36,11 @@ COLLAR = dict(onset_collar=0.2, offset_collar=0.2, offset_collar_rate=0.2)
 SEGMENT_F1_LENGTH = 1.0
 AUROC_SEGMENT = 0.3125
 MPAUC_SEGMENT, MPAUC_MAX_FPR = 1.0, 0.1
+# A score table may end short of its clip by less than one frame (a system that drops the last
+# partial frame) plus this much (durations and timestamps written with few decimals); more
+# leaves part of the clip unscored, which silently changes every metric (flam detect's own
+# tables end exactly at the clip's end).
+COVERAGE_SLACK = 0.01
 SED_KEYS = ("psds1", "psds2", "mpauc", "auroc", "event_f1", "event_f1_micro", "segment_f1",
             "segment_f1_micro")
 
@@ -75,6 +80,9 @@ def align(scores: Mapping[str, tuple], ground_truth: Mapping[str, list], duratio
     if lacking:
         raise EvalInputError(f"{scores_source}: no scores for clip {lacking[0]!r}"
                              + (f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""))
+    for clip in clips:
+        _check_coverage(scores[clip], clip, float(durations[clip]), scores_source,
+                        durations_source)
     extra = sorted(set(scores) - set(clips))
     if extra:
         warnings.append(f"{scores_source}: {len(extra)} clip(s) not in the evaluation set "
@@ -83,6 +91,19 @@ def align(scores: Mapping[str, tuple], ground_truth: Mapping[str, list], duratio
     if free:
         warnings.append(f"{len(free)} clip(s) have no ground-truth rows: scored as event-free")
     return clips, warnings
+
+
+def _check_coverage(table, clip: str, duration: float, scores_source: str,
+                    durations_source: str) -> None:
+    """A table that stops well before the clip's end is a failed input, like a missing one."""
+    timestamps = np.asarray(table[0], dtype=np.float64)
+    end = float(timestamps[-1])
+    hop = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
+    if duration - end > hop + COVERAGE_SLACK:
+        source = getattr(table, "path", scores_source)  # ScoreTable names its file
+        raise EvalInputError(
+            f"{source}: scores for clip {clip!r} end at {end:.3f} s, but {durations_source} "
+            f"gives it {duration:.3f} s (more than one frame short: a truncated table?)")
 
 
 def calibration(scores, ground_truth, queries: Sequence[str], bins: int = 10) -> dict:
