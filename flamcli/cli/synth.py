@@ -96,6 +96,16 @@ def index_command(
         raise typer.Exit(ExitCode.INPUT_FAILED)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: the same path, or links to one existing file."""
+    try:
+        if a.exists() and b.exists():
+            return a.samefile(b)
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
 @synth_app.command("split", no_args_is_help=True)
 def split_command(
     manifest: Annotated[Path, typer.Argument(help="Corpus manifest (.csv or .jsonl).")],
@@ -110,12 +120,26 @@ def split_command(
 
     Labels with fewer than 3 clips stay in training; every other label and the backgrounds get at least one held-out clip. A clip's side depends only on its content hash and the seed.
 
+    --train, --validation and MANIFEST must be three different files (exit 2 otherwise).
+
     Example: flam synth split corpus.csv --train train.csv --validation val.csv
     """
     from ..synth import CorpusError, read_manifest, write_manifest
     from ..synth.corpus import split_clips
 
     log = Log(quiet)
+    # Writing one list over the other (or over the input) would lose clips without a word.
+    clash = None
+    if _same_file(train, validation):
+        clash = f"--train and --validation are the same file ({train})"
+    else:
+        for option, path in (("--train", train), ("--validation", validation)):
+            if _same_file(path, manifest):
+                clash = f"{option} {path} is the input manifest"
+                break
+    if clash:
+        log.error(f"{clash}: give --train and --validation two other paths")
+        raise typer.Exit(ExitCode.USAGE)
     try:
         train_clips, held_out = split_clips(read_manifest(manifest), fraction, seed)
     except CorpusError as exc:
@@ -147,7 +171,8 @@ def recipe_command(
 ManifestArgument = Annotated[Path, typer.Argument(help="Corpus manifest (.csv or .jsonl).")]
 OutOption = Annotated[Path, typer.Option("-o", "--output", help="Output folder.")]
 CountOption = Annotated[int, typer.Option("-n", "--count", min=1, help="Mixtures to make.")]
-SeedOption = Annotated[int, typer.Option("--seed", help="Same seed, same bytes.")]
+# Mixture generators take non-negative seeds only: typer refuses -1 before anything runs.
+SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Same seed, same bytes.")]
 WorkersOption = Annotated[int, typer.Option(
     "--workers", min=1, help="Processes; the output does not depend on it.")]
 RecipeOption = Annotated[Optional[Path], typer.Option(

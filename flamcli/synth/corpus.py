@@ -1,8 +1,9 @@
 """A corpus of labelled clips: the manifest format and ``flam synth index``.
 
 A manifest lists audio clips with their captions, tags and kind (``event`` or
-``background``). It is CSV (``|`` between list items) or JSONL (real lists); paths are
-relative to the manifest's folder unless absolute. Columns::
+``background``). It is CSV (``|`` between list items; ``\\|`` and ``\\\\`` stand for a ``|``
+and a backslash within an item) or JSONL (real lists); paths are relative to the manifest's
+folder unless absolute. Columns::
 
     path, kind, captions, tags, source, licence, duration, sample_rate, channels, sha256
 """
@@ -100,10 +101,44 @@ def _split_list(value: str | list | None) -> list[str]:
         return []
     if isinstance(value, list):
         return [str(v).strip() for v in value if str(v).strip()]
-    return [part.strip() for part in str(value).split("|") if part.strip()]
+    # "|" separates items; "\|" and "\\" are a literal "|" and "\" (see _join_list). Any
+    # other backslash is kept as it is, so manifests written before escaping read the same.
+    items, current, text, i = [], [], str(value), 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\" and text[i + 1: i + 2] in ("|", "\\"):
+            current.append(text[i + 1])
+            i += 2
+            continue
+        if char == "|":
+            items.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
+def _join_list(items: list[str]) -> str:
+    """One CSV cell for a list; _split_list reads back exactly these items."""
+    return "|".join(str(item).replace("\\", "\\\\").replace("|", "\\|") for item in items)
+
+
+LIST_FIELDS = ("captions", "tags")
 
 
 def _clip_from_row(row: dict, where: str) -> Clip:
+    # A JSONL row may hold any JSON value: a list or object where one value belongs would
+    # otherwise become its Python repr (a path) or a TypeError (a number).
+    for key, value in row.items():
+        if key in LIST_FIELDS:
+            items = value if isinstance(value, list) else [value]
+            if any(isinstance(item, (list, dict)) for item in items):
+                raise CorpusError(f"{where}: {key} must be a text or a list of texts")
+        elif isinstance(value, (list, dict)):
+            raise CorpusError(f"{where}: {key} must be a single value, not a JSON "
+                              f"{'list' if isinstance(value, list) else 'object'}")
     path = str(row.get("path") or "").strip()
     if not path:
         raise CorpusError(f"{where}: no path")
@@ -120,7 +155,7 @@ def _clip_from_row(row: dict, where: str) -> Clip:
             channels=int(float(row.get("channels") or 0)),
             sha256=str(row.get("sha256") or ""),
         )
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # int(float("inf")) overflows
         raise CorpusError(f"{where}: {exc}") from None
 
 
@@ -128,7 +163,9 @@ def read_manifest(path: str | Path) -> list[Clip]:
     """Clips of a CSV or JSONL manifest, paths made absolute."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a CSV saved by Excel or Notepad starts with a byte-order mark, which
+        # would otherwise become part of the first column's name.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such manifest") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -174,7 +211,7 @@ def manifest_text(clips: Iterable[Clip], fmt: str, relative_to: Path | None = No
     writer = csv.DictWriter(out, fieldnames=[f.name for f in fields(Clip)], lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "|".join(v) if isinstance(v, list) else v for k, v in row.items()})
+        writer.writerow({k: _join_list(v) if isinstance(v, list) else v for k, v in row.items()})
     return out.getvalue()
 
 
@@ -193,7 +230,8 @@ def _sidecar(audio: Path) -> dict:
     json_path, txt_path = audio.with_suffix(".json"), audio.with_suffix(".txt")
     if json_path.exists():
         try:
-            data = json.loads(json_path.read_text(encoding="utf-8"))
+            # utf-8-sig: sidecars written in Notepad start with a byte-order mark.
+            data = json.loads(json_path.read_text(encoding="utf-8-sig"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise AudioError(f"unreadable sidecar {json_path.name} ({exc})") from None
         if not isinstance(data, dict):
@@ -201,7 +239,7 @@ def _sidecar(audio: Path) -> dict:
         return data
     if txt_path.exists():
         try:
-            lines = txt_path.read_text(encoding="utf-8").splitlines()
+            lines = txt_path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise AudioError(f"unreadable sidecar {txt_path.name} ({exc})") from None
         return {"captions": [line.strip() for line in lines if line.strip()]}
@@ -273,8 +311,14 @@ def index_directory(
         captions = _split_list(override.get("captions")) or ([name_words] if name_words else [])
         tags = _split_list(override.get("tags")) or [t for t in folder_tags if t]
         all_words = " ".join([name_words, *captions, *tags, *relative.parent.parts])
-        kind = str(override.get("kind") or "").lower() or guess_kind(
-            duration, all_words, background_words)
+        given_kind = override.get("kind")
+        kind = str(given_kind or "").strip().lower()
+        if kind and kind not in KINDS:
+            skipped.append(Skipped(
+                str(relative), f"sidecar {path.with_suffix('.json').name}: kind must be "
+                f"{' or '.join(KINDS)}, not {given_kind!r}", failed=True))
+            continue
+        kind = kind or guess_kind(duration, all_words, background_words)
         if kind not in KINDS:
             skipped.append(Skipped(
                 str(relative),

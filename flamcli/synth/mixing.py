@@ -464,7 +464,7 @@ def ground_constraints(bank: AudioBank, recipe: GroundRecipe) -> None:
     if shortest_clip >= budget:
         raise RecipeError(
             f"impossible: the shortest event is {shortest_clip:.2f} s, but targets must cover "
-            f"less than {recipe.max_density:.0%} of a {recipe.duration[0]:g} s clip "
+            f"less than {recipe.max_density * 100:g}% of a {recipe.duration[0]:g} s clip "
             f"({max(budget, 0):.2f} s); raise duration or max_density")
 
 

@@ -9,6 +9,7 @@ JSON files (``--recipe FILE``; ``flam synth sed --save-recipe FILE`` writes the 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -17,6 +18,21 @@ from ..io import write_text_atomic
 
 class RecipeError(ValueError):
     """A recipe asks for something impossible or malformed (the message names the field)."""
+
+
+def _shown(value) -> str:
+    """A field's value as the user wrote it in JSON (NaN, Infinity, [low, high])."""
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    return json.dumps(value)
+
+
+def _converted(value, kind: type):
+    """``value`` as a field of type ``kind``; a whole-number field refuses 2.7 instead of
+    silently truncating it to 2."""
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected a whole number, not {_shown(value)}")
+    return kind(value)
 
 
 @dataclass
@@ -62,15 +78,32 @@ class Recipe:
             if not condition:
                 raise RecipeError(message)
 
+        # JSON allows NaN and Infinity: a one-sided check such as "x >= 0" lets NaN through,
+        # and an infinite end passes "low <= high". Refuse them here, by name, first.
+        for item in fields(self):
+            value = getattr(self, item.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise RecipeError(f"{item.name} must be finite, not {_shown(value)}")
         check(8000 <= self.sample_rate <= 192000, "sample_rate must be 8000–192000")
         check(self.audio_format in ("flac", "wav"), "audio_format must be flac or wav")
         for name in ("background_dbfs", "event_db"):
             low, high = getattr(self, name)
             check(low <= high, f"{name}: low must not exceed high")
-        check(self.background_dbfs[1] < 0, "background_dbfs must be below 0 dBFS")
+        check(-120 <= self.background_dbfs[0] and self.background_dbfs[1] < 0,
+              "background_dbfs must be -120 dBFS or more and below 0 dBFS")
+        check(-60 <= self.event_db[0] and self.event_db[1] <= 60, "event_db must be within ±60 dB")
         check(0 <= self.fade <= 0.5, "fade must be 0–0.5 s")
         check(self.max_concurrent >= 1, "max_concurrent must be at least 1")
-        check(0 < self.label_hop <= self.label_window, "label_hop must be > 0 and ≤ label_window")
+        # A hop under 1 ms rounds to 0 samples at 8 kHz (a division by zero when labelling);
+        # windows over 1 s no longer say where in a 10 s mixture an event is.
+        check(0.001 <= self.label_hop <= self.label_window <= 1.0,
+              "label_hop and label_window: need 0.001 ≤ label_hop ≤ label_window ≤ 1 s")
+        # Frames quieter than active_db below the loudest are inactive: at 0 dB or above no
+        # frame (or only the loudest) is, and every label would be empty.
+        check(-120 <= self.active_db < 0, "active_db must be -120 dB or more and below 0 dB")
+        for name in ("fill_gap_frames", "min_run_frames", "min_run_event_frames"):
+            check(getattr(self, name) >= 0, f"{name} must be ≥ 0")
         check(self.negatives >= 0, "negatives must be ≥ 0")
         check(0 < self.peak_limit < 1, "peak_limit must be between 0 and 1")
         check(1 <= self.background_layers[0] <= self.background_layers[1] <= 4,
@@ -111,23 +144,27 @@ class Recipe:
                 if isinstance(default, tuple):
                     if not isinstance(value, (list, tuple)) or len(value) != 2:
                         raise ValueError("expected [low, high]")
-                    value = tuple(type(default[0])(v) for v in value)
+                    value = tuple(_converted(v, type(default[0])) for v in value)
                 elif isinstance(default, bool):
                     value = bool(value)
                 else:
-                    value = type(default)(value)
-            except (TypeError, ValueError) as exc:
+                    value = _converted(value, type(default))
+            except (TypeError, ValueError, OverflowError) as exc:  # int(Infinity) overflows
                 raise RecipeError(f"{where}: field {key}: {exc}") from None
             values[key] = value
         recipe = cls(**values)
-        recipe.validate()
+        try:
+            recipe.validate()
+        except RecipeError as exc:
+            raise RecipeError(f"{where}: {exc}") from None
         return recipe
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            # utf-8-sig: a recipe edited in Notepad starts with a byte-order mark.
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise RecipeError(f"{path}: no such recipe file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -233,6 +270,9 @@ class GroundRecipe(Recipe):
             raise RecipeError("occurrences: need 1 ≤ low ≤ high")
         if not 0 <= self.distractors_per_minute[0] <= self.distractors_per_minute[1]:
             raise RecipeError("distractors_per_minute: need 0 ≤ low ≤ high")
+        # Between occurrences of one target; longer than the longest clip is meaningless.
+        if not 0 <= self.min_gap <= high:
+            raise RecipeError(f"min_gap must be 0–{high:g} s (the longest clip)")
 
 
 RECIPES = {"sed": SedRecipe, "ground": GroundRecipe}

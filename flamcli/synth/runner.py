@@ -83,6 +83,12 @@ def _is_done(out: Path, recipe: Recipe, index: int) -> bool:
             and (out / "audio" / f"{ident}.{recipe.audio_format}").exists())
 
 
+def _holds_mixtures(out: Path) -> bool:
+    """Whether ``out`` holds any mixture's audio or metadata (finished or not)."""
+    return any(any(folder.iterdir()) for folder in (out / "audio", out / "meta")
+               if folder.is_dir())
+
+
 # Set in the parent before the pool forks: workers inherit the decoded corpus for free.
 _WORKER: dict = {}
 
@@ -116,6 +122,8 @@ def synthesize(
     recipe.validate()
     if count < 1:
         raise SynthError("count must be at least 1")
+    if seed < 0:  # numpy's generators take non-negative seeds only
+        raise SynthError(f"seed must be 0 or more, not {seed}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: exists and is not a folder")
@@ -124,6 +132,7 @@ def synthesize(
     settings = json.loads(json.dumps({"recipe": recipe.to_dict(), "seed": int(seed),
                                       "corpus": corpus_fingerprint(bank)}))
     settings_path = out / "synth.json"
+    previous = None
     if settings_path.exists():
         try:
             previous = json.loads(settings_path.read_text(encoding="utf-8"))
@@ -133,11 +142,13 @@ def synthesize(
                 type(recipe).from_dict(previous["recipe"]).to_dict()))
         except (OSError, json.JSONDecodeError, TypeError, KeyError, RecipeError):
             previous = None
-        if previous != settings:
+        # Settings left by a run that stopped before writing any mixture guard nothing: a
+        # corrected rerun replaces them instead of having to delete the folder by hand.
+        if previous != settings and _holds_mixtures(out):
             raise SynthError(
                 f"{out} holds mixtures made with another recipe, seed or corpus; "
                 "use a new output folder (or delete this one)")
-    else:
+    if previous != settings:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
     todo = [i for i in range(count) if not _is_done(out, recipe, i)]
