@@ -35,8 +35,8 @@ def train_command(
         "--data", help="A `flam synth sed` output folder, or a corpus manifest (.csv/.jsonl) "
                        "for mixtures made on the fly.")],
     output: Annotated[Path, typer.Option(
-        "-o", "--output", help="Output folder: a loadable model, metrics.jsonl, loss.png, "
-                               "checkpoints/.")],
+        "-o", "--output", help="Output folder, new or empty unless --resume continues the run "
+                               "in it: a loadable model, metrics.jsonl, loss.png, checkpoints/.")],
     config: Annotated[str, typer.Option(
         "--config", help="Architecture: debug, openflam-v1-base, or a config.json file.")] = "debug",
     init: Annotated[Optional[str], typer.Option(
@@ -60,7 +60,7 @@ def train_command(
     warmup_steps: Annotated[Optional[int], typer.Option(
         "--warmup-steps", min=0,
         help="Cosine warm-up steps, then linear decay (default min(3200, steps/20)).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Same seed, same run.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same run.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(
         "--checkpoint-every", min=1, help="Write a checkpoint every N steps.")] = 500,
     keep_checkpoints: Annotated[int, typer.Option(
@@ -116,9 +116,11 @@ def train_command(
 
     Many processes: torchrun --nproc-per-node 4 -m flamcli train --data … (gloo on CPU, NCCL on
     CUDA); a killed run continues with --resume latest.
+
+    OUTPUT must be new or empty unless --resume continues the run in it. Exit 2 for a bad option or option file (nothing is run); 3 when the data fails (a NaN loss, a malformed mixture) or, with the model still saved, when corpus clips were skipped or a validation failed; 4 when the --init model cannot be loaded.
     """
     from ..models.registry import ModelLoadError
-    from ..training.trainer import TrainConfig, TrainingError, train
+    from ..training.trainer import TrainConfig, TrainingError, TrainingUsageError, train
 
     log = Log(quiet)
     log.attach()
@@ -142,10 +144,13 @@ def train_command(
         log.error("--global-loss must be sigmoid, infonce or none")
         raise typer.Exit(ExitCode.USAGE)
     try:
-        summary = train(cfg, log=log.info)
+        summary = train(cfg, log=log.info, warn=log.warning)
     except ModelLoadError as exc:
         log.error(str(exc))
         raise typer.Exit(ExitCode.MODEL)
+    except TrainingUsageError as exc:
+        log.error(str(exc))
+        raise typer.Exit(ExitCode.USAGE)
     except TrainingError as exc:
         log.error(str(exc))
         raise typer.Exit(ExitCode.INPUT_FAILED)
@@ -157,3 +162,5 @@ def train_command(
     if summary["rank"] == 0:
         log.info(f"{output}: model after {summary['steps']} steps (metrics.jsonl, loss.png, "
                  "checkpoints/)")
+    if summary["failed"]:  # skipped clips or failed validations, each already on stderr
+        raise typer.Exit(ExitCode.INPUT_FAILED)

@@ -21,6 +21,11 @@ class DataError(Exception):
     """The training data cannot be used (the message names the file and the problem)."""
 
 
+class DataUsageError(DataError):
+    """A data option (--data, --tags) names nothing usable as such: refused before training,
+    as `flam synth` refuses a missing or malformed manifest."""
+
+
 @dataclass
 class Example:
     audio: np.ndarray  # float32 mono at the model rate, exactly one window long
@@ -51,6 +56,23 @@ def fit_window(audio: np.ndarray, samples: int) -> np.ndarray:
     return out
 
 
+def _is_bound(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def check_labels(labels) -> None:
+    """ValueError unless ``labels`` maps descriptions to [[onset, offset], …] in seconds."""
+    if not isinstance(labels, dict) or not all(
+            isinstance(v, list) and all(isinstance(iv, list) and len(iv) == 2 for iv in v)
+            for v in labels.values()):
+        raise ValueError("labels must map descriptions to [[onset, offset], …]")
+    for text, intervals in labels.items():
+        for onset, offset in intervals:
+            if not (_is_bound(onset) and _is_bound(offset) and onset <= offset):
+                raise ValueError(f"labels[{text!r}]: [{onset!r}, {offset!r}] is not an "
+                                 "interval of seconds (two finite numbers, onset <= offset)")
+
+
 def clip_labels(labels: dict, seconds: float) -> dict:
     out = {}
     for text, intervals in labels.items():
@@ -72,6 +94,7 @@ class TrainingData:
         self.augment = augment or Augment(tag_rate=0.0, downsample_rate=0.0, phrase_rate=0.0)
         self.tags = tags or {}
         self.phrasings = phrasings or {}
+        self.skipped: list = []  # corpus clips left out (flamcli.synth Skipped), to report
 
     def raw(self, index: int) -> Example:
         raise NotImplementedError
@@ -139,27 +162,34 @@ class FolderData(TrainingData):
         return int(self._order[epoch][offset])
 
     def raw(self, index: int) -> Example:
-        import soundfile as sf
+        from ..audio import AudioError, probe, read_blocks
 
         meta_path, audio_path = self.items[self.position(index)]
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
             labels = meta["labels"]
-            negatives = list(meta.get("negatives", []))
-            if not isinstance(labels, dict) or not all(
-                    isinstance(v, list) and all(len(iv) == 2 for iv in v) for v in labels.values()):
-                raise ValueError("labels must map descriptions to [[onset, offset], …]")
+            check_labels(labels)
+            negatives = meta.get("negatives", [])
+            if not isinstance(negatives, list) or not all(isinstance(t, str) for t in negatives):
+                raise ValueError("negatives must be a list of descriptions")
             if not labels and not negatives:
                 raise ValueError("no descriptions (labels or negatives)")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{meta_path}: malformed metadata: {exc}") from None
         try:
-            audio, rate = sf.read(str(audio_path), dtype="float32", always_2d=True)
+            # flam's own reader: NaN or infinite samples are named here, not later as a
+            # non-finite loss that looks like a learning-rate problem.
+            rate = probe(audio_path).sample_rate
+            audio = np.concatenate(list(read_blocks(audio_path)))
+        except AudioError as exc:
+            raise DataError(f"{audio_path}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a data error
             raise DataError(f"{audio_path}: cannot read audio: {exc}") from None
-        audio = resample(audio.mean(axis=1), rate, self.sample_rate)
+        audio = resample(audio, rate, self.sample_rate)
         return Example(fit_window(audio, self.samples), clip_labels(labels, self.window_seconds),
-                       negatives, meta_path.stem)
+                       list(negatives), meta_path.stem)
 
     def describe(self) -> str:
         return f"{self.folder} ({len(self.items)} pre-rendered mixtures)"
@@ -169,30 +199,38 @@ class SynthData(TrainingData):
     """Mixtures made on the fly from a corpus manifest (flamcli.synth.SynthDataset)."""
 
     def __init__(self, manifest: str | Path, recipe=None, **kw):
-        from ..synth import AudioBank, CorpusError, RecipeError, SedRecipe, read_manifest
+        from ..synth import (AudioBank, CorpusError, RecipeError, SedRecipe, SynthDataset,
+                             read_manifest)
 
         super().__init__(**kw)
         self.manifest = Path(manifest)
         try:
             clips = read_manifest(self.manifest)
-            if not clips:
-                raise DataError(f"{self.manifest}: empty manifest")
+        except CorpusError as exc:  # its message names the manifest (and line)
+            raise DataUsageError(str(exc)) from None
+        if not clips:
+            raise DataError(f"{self.manifest}: empty manifest")
+        try:
             self.recipe = recipe or SedRecipe(sample_rate=self.sample_rate,
                                               duration=self.window_seconds)
             self.recipe.validate()
-            self.bank = AudioBank.load(clips, self.recipe)[0]
+            self.bank, self.skipped = AudioBank.load(clips, self.recipe)
+            # Made once: the corpus is checked here, before training (not at the first
+            # example), and its notes are logged once rather than for every example.
+            self.dataset = SynthDataset(self.bank, self.recipe, seed=self.seed, count=1)
         except (CorpusError, RecipeError) as exc:
-            raise DataError(f"{self.manifest}: {exc}") from None
+            failed = [item for item in self.skipped if item.failed]
+            why = (f"; {len(failed)} clip(s) could not be read, e.g. {failed[0].path}: "
+                   f"{failed[0].reason}" if failed else "")
+            raise DataUsageError(f"{self.manifest}: {exc}{why}") from None
         if not self.tags:
             self.tags = manifest_tags(clips)
         if not self.phrasings:
             self.phrasings = manifest_phrasings(clips)
 
     def raw(self, index: int) -> Example:
-        from ..synth import SynthDataset
-
-        item = next(iter(SynthDataset(self.bank, self.recipe, seed=self.seed, count=1,
-                                      start=index)))
+        self.dataset.start = index  # one mixture, the index-th of the seed's stream
+        item = next(iter(self.dataset))
         audio = resample(item["audio"].numpy(), self.recipe.sample_rate, self.sample_rate)
         return Example(fit_window(audio, self.samples),
                        clip_labels(item["labels"], self.window_seconds),
@@ -227,20 +265,24 @@ def open_data(path: str | Path, sample_rate: int, window_seconds: float, seed: i
     path = Path(path)
     tags = phrasings = None
     if tags_manifest:
-        from ..synth import read_manifest
+        from ..synth import CorpusError, read_manifest
 
-        clips = read_manifest(tags_manifest)
+        try:
+            clips = read_manifest(tags_manifest)
+        except CorpusError as exc:
+            raise DataUsageError(f"--tags {exc}") from None
         tags = manifest_tags(clips)
         phrasings = manifest_phrasings(clips)
     kw = dict(sample_rate=sample_rate, window_seconds=window_seconds, seed=seed,
               augment=augment, tags=tags, phrasings=phrasings)
     if path.is_dir():
         if recipe is not None:
-            raise DataError(f"{path}: a recipe shapes mixtures made on the fly from a manifest; "
-                            "this folder's mixtures are already rendered")
+            raise DataUsageError(f"{path}: a recipe shapes mixtures made on the fly from a "
+                                 "manifest; this folder's mixtures are already rendered")
         return FolderData(path, **kw)
     if path.is_file() and path.suffix.lower() in (".csv", ".jsonl", ".json"):
         return SynthData(path, recipe=recipe, **kw)
     if not path.exists():
-        raise DataError(f"{path}: no such folder or manifest")
-    raise DataError(f"{path}: expected a `flam synth` output folder or a .csv/.jsonl manifest")
+        raise DataUsageError(f"--data {path}: no such folder or manifest")
+    raise DataUsageError(f"--data {path}: expected a `flam synth` output folder or a "
+                         ".csv/.jsonl manifest")

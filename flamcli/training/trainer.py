@@ -38,6 +38,11 @@ class TrainingError(Exception):
     """Training stopped for a reason the user can act on (the message says which)."""
 
 
+class TrainingUsageError(TrainingError):
+    """A bad option or option file (--config, --resume, --output, --validation, …), found
+    before any training: like every command's usage errors, nothing was run (exit 2)."""
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -122,7 +127,7 @@ def setup_distributed(device: str) -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was requested but CUDA is not available")
+        raise TrainingUsageError("--device cuda was requested but CUDA is not available")
     dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)
@@ -173,12 +178,12 @@ def build_model(cfg: TrainConfig):
     else:
         path = Path(cfg.config)
         if not path.is_file():
-            raise TrainingError(f"--config {cfg.config}: not a config name "
-                                f"({', '.join(named)}) nor a config.json file")
+            raise TrainingUsageError(f"--config {cfg.config}: not a config name "
+                                     f"({', '.join(named)}) nor a config.json file")
         try:
             config = FlamConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        except (ValueError, TypeError, json.JSONDecodeError) as exc:
-            raise TrainingError(f"--config {path}: {exc}") from None
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise TrainingUsageError(f"--config {path}: {exc}") from None
     set_frames(config, cfg.frames)
     set_freq_masks(config, cfg.freq_masks)
     torch.manual_seed(cfg.seed)
@@ -202,15 +207,15 @@ def set_freq_masks(config, bands: int | None) -> None:
 
 def _set_cnn_field(config, option: str, name: str, value: int) -> None:
     if config.audio.kind != "cnn":
-        raise TrainingError(f"{option} {value}: only a cnn audio tower has it ({config.name} "
-                            f"has a {config.audio.kind} tower)")
+        raise TrainingUsageError(f"{option} {value}: only a cnn audio tower has it "
+                                 f"({config.name} has a {config.audio.kind} tower)")
     old = getattr(config.audio, name)
     setattr(config.audio, name, value)
     try:
         config.validate()
     except ValueError as exc:
         setattr(config.audio, name, old)
-        raise TrainingError(f"{option} {value}: {exc}") from None
+        raise TrainingUsageError(f"{option} {value}: {exc}") from None
 
 
 class TextCache:
@@ -283,7 +288,8 @@ def find_checkpoint(out: Path, which: str) -> Path | None:
     if which != "latest":
         path = Path(which)
         if not (path / "trainer.pt").is_file():
-            raise TrainingError(f"--resume {which}: not a checkpoint folder")
+            raise TrainingUsageError(f"--resume {which}: not a checkpoint folder "
+                                     "(no trainer.pt in it)")
         return path
     root = out / "checkpoints"
     try:
@@ -299,14 +305,47 @@ def find_checkpoint(out: Path, which: str) -> Path | None:
 def load_checkpoint(path: Path, model, loss_fn, optimizer, scheduler) -> dict:
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    # Our own file, written by save_checkpoint: optimizer and RNG state need pickled objects.
-    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    loss_fn.load_state_dict(state["loss"])
-    _set_rng_state(state["rng"])
+    try:
+        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        # Our own file, written by save_checkpoint: optimizer and RNG state need pickled objects.
+        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        loss_fn.load_state_dict(state["loss"])
+        _set_rng_state(state["rng"])
+    except Exception as exc:  # noqa: BLE001 - damaged files or another architecture's weights
+        detail = " ".join(str(exc).split())[:300]  # load_state_dict's message spans many lines
+        raise TrainingUsageError(f"--resume: {path}: cannot be loaded into this model "
+                                 f"({exc.__class__.__name__}: {detail})") from None
     return state
+
+
+def check_output(out: Path, resume: str | None) -> None:
+    """Refuse an --output folder that already holds something, unless resuming into it.
+
+    A fresh run there would replace the old model, delete its metrics and leave its
+    checkpoints beside the new run's, where ``--resume latest`` could later pick them up.
+    """
+    if out.exists() and not out.is_dir():
+        raise TrainingUsageError(f"--output {out}: not a folder")
+    if resume:
+        return
+    try:
+        entries = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise TrainingUsageError(f"--output {out}: cannot be read ({exc.strerror})") from None
+    if not entries:
+        return
+    run = sorted({"checkpoints/", "metrics.jsonl", "model.safetensors"} & set(entries))
+    listed = run or entries
+    shown = ", ".join(listed[:3]) + (", …" if len(listed) > 3 else "")
+    if run:
+        raise TrainingUsageError(f"--output {out}: holds another training run ({shown}); "
+                                 "continue it with --resume latest, or choose another folder")
+    raise TrainingUsageError(f"--output {out}: is not empty ({shown}); choose another (new or "
+                             "empty) folder")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,20 +418,87 @@ def _training_recipe(path: str | None, sample_rate: int, window: float):
         recipe.sample_rate, recipe.duration = sample_rate, window
         recipe.validate()
     except RecipeError as exc:
-        raise TrainingError(f"--recipe {exc}") from None
+        raise TrainingUsageError(f"--recipe {exc}") from None
     return recipe
 
 
-def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
-    """Train; returns a summary. Raises TrainingError (data, NaN, out of memory, resume)."""
+def _on_main(d: Dist, check: Callable[[], object]):
+    """``check()`` on rank 0 only, its result or its TrainingError on every rank.
+
+    For checks of files only rank 0 uses (the output folder, checkpoints, validation): a
+    refusal reaches every rank, so none is left waiting for rank 0 in a collective.
+    """
+    result = error = None
+    if d.main:
+        try:
+            result = check()
+        except TrainingError as exc:
+            error = exc
+    result, error = _broadcast_object((result, error), d)
+    if error is not None:
+        raise error
+    return result
+
+
+def _preflight(cfg: TrainConfig, out: Path) -> str | None:
+    """Rank 0's option checks before anything is built or written → the checkpoint to resume."""
+    from .data import DataError
+    from .validation import load_validation
+
+    check_output(out, cfg.resume)
+    if cfg.validation:
+        try:  # found at the end of a long run, it would cost the whole run
+            load_validation(cfg.validation)
+        except DataError as exc:
+            raise TrainingUsageError(str(exc)) from None
+    found = find_checkpoint(out, cfg.resume) if cfg.resume else None
+    return str(found) if found else None
+
+
+def _validate(model, cfg: TrainConfig, out: Path, step: int, log, warn) -> bool:
+    """Score the validation folder into validation.jsonl → False (after a warning) on failure.
+
+    A validation failure never stops training or the saving of the model: the run goes on
+    and the command exits 3 at the end.
+    """
+    from .data import DataError
+    from .validation import validate
+
+    try:
+        scores = validate(model, cfg.validation)
+    except DataError as exc:
+        warn(f"validation at step {step} failed: {exc}")
+        return False
+    with open(out / "validation.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"step": step, **scores}) + "\n")
+    log(f"validation at step {step}: " + " ".join(
+        f"{k} {v:.4f}" for k, v in scores.items() if v is not None))
+    return True
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print,
+          warn: Callable[[str], None] | None = None) -> dict:
+    """Train; returns a summary. Raises TrainingUsageError for a bad option before anything
+    runs, TrainingError for data, NaN, out of memory.
+
+    Skipped corpus clips and failed validations are reported through ``warn`` (default
+    ``log``) and counted in the summary's ``failed`` (the CLI then exits 3); the model is
+    still trained and saved.
+    """
     from .batch import loss_inputs
-    from .data import Augment, DataError, open_data
+    from .data import Augment, DataError, DataUsageError, open_data
     from .ring import all_reduce_gradients, all_reduce_plain
 
+    warn = warn or log
     if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
-        raise TrainingError("--max-steps, --batch-size and --grad-accum must be at least 1")
+        raise TrainingUsageError("--max-steps, --batch-size and --grad-accum must be at least 1")
+    if cfg.seed < 0:  # numpy's generators refuse negative seeds
+        raise TrainingUsageError(f"--seed {cfg.seed}: must be 0 or more")
     d = setup_distributed(cfg.device)
     out = Path(cfg.output)
+    found = _on_main(d, lambda: _preflight(cfg, out))
+    # Every rank builds the model and opens the data itself, from the same files: a refusal
+    # here is the same on every rank.
     model = build_model(cfg)
     window = model.config.frontend.window_seconds
     recipe = _training_recipe(cfg.recipe, model.sample_rate, window)
@@ -401,8 +507,14 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
                          augment=Augment(tag_rate=cfg.tag_rate, downsample_rate=cfg.downsample_rate,
                                          phrase_rate=cfg.phrase_rate),
                          tags_manifest=cfg.tags_manifest, recipe=recipe)
+    except DataUsageError as exc:
+        raise TrainingUsageError(str(exc)) from None
     except DataError as exc:
         raise TrainingError(str(exc)) from None
+    failed = sum(item.failed for item in data.skipped)
+    if d.main:
+        for item in data.skipped:  # as `flam synth sed` reports them
+            warn(f"{item.path}: skipped: {item.reason}")
     if cfg.freeze_audio:
         for p in list(model.audio_branch.parameters()) + list(model.audio_projection.parameters()):
             p.requires_grad_(False)
@@ -426,8 +538,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     step = 0
     metrics = out / "metrics.jsonl"
     if cfg.resume:
-        found = find_checkpoint(out, cfg.resume) if d.main else None
-        found = _broadcast_object(str(found) if found else None, d)
         if found is None:
             if d.main:
                 log(f"no checkpoint in {out / 'checkpoints'}: starting from step 0")
@@ -457,6 +567,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
     delay = float(os.environ.get("FLAM_TRAIN_STEP_DELAY", "0") or 0)  # test hook (kill tests)
     last: dict = {}
     good = find_checkpoint(out, "latest") if d.main else None
+    first_step = step
     while step < cfg.max_steps:
         started = time.perf_counter()
         sums: dict[str, float] = {}
@@ -509,18 +620,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
             parts = " ".join(f"{k} {values[k]:.4f}" for k in keys if k != "loss")
             log(f"step {step}/{cfg.max_steps} loss {values['loss']:.4f} ({parts}) "
                 f"lr {lr:.2e} {per_step / elapsed:.1f} clips/s")
-            due = step == cfg.max_steps or (cfg.eval_every and step % cfg.eval_every == 0)
-            if cfg.validation and due:
-                from .validation import validate
-
-                try:
-                    scores = validate(model, cfg.validation)
-                except DataError as exc:
-                    raise TrainingError(str(exc)) from None
-                with open(out / "validation.jsonl", "a", encoding="utf-8") as handle:
-                    handle.write(json.dumps({"step": step, **scores}) + "\n")
-                log(f"validation at step {step}: " + " ".join(
-                    f"{k} {v:.4f}" for k, v in scores.items() if v is not None))
+            # The last step's validation comes after the model is saved (below).
+            due = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps
+            if cfg.validation and due and not _validate(model, cfg, out, step, log, warn):
+                failed += 1
         _barrier(d)
         if delay:
             time.sleep(delay)
@@ -530,6 +633,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> dict:
         model.eval()
         save_model(model, out, card=model_card(cfg, model, data.describe(), step, last))
         plot_losses(metrics, out / "loss.png")
+        # Not again when a finished run is resumed: its final row is already there.
+        if cfg.validation and step > first_step and not _validate(model, cfg, out, step, log,
+                                                                  warn):
+            failed += 1
     _barrier(d)
-    return {"steps": step, "last": last, "output": str(out), "rank": d.rank, "world": d.world}
+    return {"steps": step, "last": last, "output": str(out), "rank": d.rank, "world": d.world,
+            "failed": failed}
 
