@@ -74,3 +74,19 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def train_data(tmp_path_factory):
+    """A tiny corpus (tones + noise), its manifest and 8 rendered 16 kHz mixtures: what the
+    training tests train on."""
+    from test_synth import build_corpus
+
+    from flamcli.synth import SedRecipe, index_directory, read_manifest, synthesize, write_manifest
+
+    root = tmp_path_factory.mktemp("train")
+    corpus = build_corpus(root / "corpus")
+    clips, _ = index_directory(corpus)
+    manifest = write_manifest(clips, corpus / "corpus.csv")
+    synthesize(read_manifest(manifest), SedRecipe(sample_rate=16000), root / "mix", 8, seed=0)
+    return root / "mix", manifest

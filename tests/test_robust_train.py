@@ -18,18 +18,9 @@ from flamcli.training.trainer import TrainConfig, TrainingUsageError, train
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A tiny corpus, its manifest and 8 rendered 16 kHz mixtures (as tests/test_train.py)."""
-    from test_synth import build_corpus
-
-    from flamcli.synth import SedRecipe, index_directory, read_manifest, synthesize, write_manifest
-
-    root = tmp_path_factory.mktemp("robust-train")
-    corpus = build_corpus(root / "corpus")
-    clips, _ = index_directory(corpus)
-    manifest = write_manifest(clips, corpus / "corpus.csv")
-    synthesize(read_manifest(manifest), SedRecipe(sample_rate=16000), root / "mix", 8, seed=0)
-    return root / "mix", manifest
+def data(train_data):
+    """conftest's tiny corpus manifest and its 8 rendered mixtures."""
+    return train_data
 
 
 def run_train(cli, data, out, *extra, steps=1, batch=2):

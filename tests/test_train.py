@@ -176,21 +176,6 @@ import time  # noqa: E402
 from flamcli.training.trainer import TrainConfig, TrainingError, lr_factor, train  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def train_data(tmp_path_factory):
-    """A tiny corpus (tones + noise), its manifest and 8 rendered 16 kHz mixtures."""
-    from test_synth import build_corpus
-
-    from flamcli.synth import SedRecipe, index_directory, read_manifest, synthesize, write_manifest
-
-    root = tmp_path_factory.mktemp("train")
-    corpus = build_corpus(root / "corpus")
-    clips, _ = index_directory(corpus)
-    manifest = write_manifest(clips, corpus / "corpus.csv")
-    synthesize(read_manifest(manifest), SedRecipe(sample_rate=16000), root / "mix", 8, seed=0)
-    return root / "mix", manifest
-
-
 def quick(data, out, **kw) -> TrainConfig:
     values = dict(data=str(data), output=str(out), config="debug", max_steps=2, batch_size=2,
                   checkpoint_every=1, device="cpu", seed=3)
