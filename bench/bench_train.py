@@ -62,7 +62,7 @@ def reset_peak() -> None:
 # 2. loss memory
 
 
-def _memory_worker(rank, world, port, mode, n, t, d, result_dir):
+def _memory_worker(rank, world, rendezvous, mode, n, t, d, result_dir):
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -72,7 +72,7 @@ def _memory_worker(rank, world, port, mode, n, t, d, result_dir):
     from flamcli.training import ring
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                             world_size=world)
 
     def run(n):
@@ -126,12 +126,11 @@ def _memory_worker(rank, world, port, mode, n, t, d, result_dir):
 def measure_memory(world: int, mode: str, n: int, t: int, d: int) -> dict:
     import torch.multiprocessing as mp
 
-    from flamcli.training.parity import free_port
-
     # A fixed mmap threshold: freed tensors go back to the OS, so RSS tracks live memory.
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
     with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_memory_worker, args=(world, free_port(), mode, n, t, d, tmp), nprocs=world)
+        mp.spawn(_memory_worker, args=(world, os.path.join(tmp, "rendezvous"), mode, n, t, d, tmp),
+                 nprocs=world)
         ranks = [json.loads(Path(tmp, f"{r}.json").read_text()) for r in range(world)]
     return {"world": world, "mode": mode, "clips_per_rank": n, "text_slots_per_rank": 5 * n,
             "frames": t, "dim": d,

@@ -1,6 +1,6 @@
 """Ring-vs-single-process parity check on CPU (gloo), used by the tests and the benchmark.
 
-``check_parity(world)`` spawns ``world`` gloo processes on 127.0.0.1, shards one fixed batch
+``check_parity(world)`` spawns ``world`` gloo processes on this machine, shards one fixed batch
 of the debug model, runs the ring loss with backward, sums the gradients over ranks and
 compares the summed loss and every parameter gradient with one process computing the whole
 batch. Returns the worst relative errors.
@@ -9,7 +9,6 @@ batch. Returns the worst relative errors.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 
 import torch
@@ -29,12 +28,6 @@ PARITY_NEGATIVES = [["car horn"], ["bell rings", "siren"], ["siren"], ["wind"], 
 # Descriptions that fit a clip without labelling it: left out for that clip, whether the text
 # sits on the same rank ("cat meows" for clip 0) or only on another ("thunder" for clip 2).
 PARITY_UNLABELLED = [["cat meows"], [], ["rain", "thunder"], [], ["bell rings"], ["dog barks"]]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _batch(model, seed: int = 1):
@@ -71,7 +64,7 @@ def full_computation(global_loss: str = "sigmoid"):
     return out.total.detach(), grads
 
 
-def _worker(rank: int, world: int, port: int, global_loss: str, result_path: str):
+def _worker(rank: int, world: int, rendezvous: str, global_loss: str, result_path: str):
     import torch.distributed as dist
 
     from .batch import loss_inputs
@@ -79,7 +72,9 @@ def _worker(rank: int, world: int, port: int, global_loss: str, result_path: str
     from .ring import all_reduce_gradients, all_reduce_plain
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+    # A rendezvous file, not a TCP port: a port found free here can be taken by another
+    # process before every rank has bound it (a flaky failure under a busy test run).
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank,
                             world_size=world)
     try:
         model, loss_fn = _model(), _loss(global_loss)
@@ -117,7 +112,8 @@ def check_parity(world: int, global_loss: str = "sigmoid", full=None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "ring.pt")
-        mp.spawn(_worker, args=(world, free_port(), global_loss, path), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, os.path.join(tmp, "rendezvous"), global_loss, path),
+                 nprocs=world, join=True)
         ring = torch.load(path, weights_only=True)
     loss, grads = full if full is not None else full_computation(global_loss)
     missing = sorted(set(grads) ^ set(ring["grads"]))
