@@ -44,7 +44,7 @@ def grounding(tmp_path):
     return truth, predicted
 
 
-# -- #13: malformed eval ground inputs -----------------------------------------------------------
+# -- malformed eval ground inputs -----------------------------------------------------------
 def test_eval_ground_non_numeric_score_is_one_line(cli, tmp_path, grounding):
     truth, _ = grounding
     predicted = write_json(tmp_path / "p_score.json", [
@@ -69,7 +69,7 @@ def test_eval_ground_binary_file_is_one_line(cli, make_audio, grounding, which):
     one_line_error(result, f"{wav}: not UTF-8 text")
 
 
-# -- #14: a ground-truth row without annotations -------------------------------------------------
+# -- a ground-truth row without annotations -------------------------------------------------
 def test_eval_ground_truth_row_without_annotations_is_malformed(cli, tmp_path, grounding):
     _, predicted = grounding
     truth = write_json(tmp_path / "g_noann.json", [
@@ -91,7 +91,7 @@ def test_eval_ground_truth_row_without_annotations_is_malformed(cli, tmp_path, g
     assert report["presence_accuracy_negative"] == 1.0
 
 
-# -- #17: a score table covering part of its clip ------------------------------------------------
+# -- a score table covering part of its clip ------------------------------------------------
 def _sed_inputs(tmp_path, frames_a: int):
     """Clips a (3 s) and b (3 s), 0.5 s frames; a's table has ``frames_a`` frames."""
     (tmp_path / "gt.tsv").write_text("filename\tonset\toffset\tevent_label\n"
@@ -123,7 +123,7 @@ def test_eval_sed_table_short_by_under_one_frame_is_accepted(cli, tmp_path):
     assert json.loads(result.stdout)["clips"] == 2
 
 
-# -- #18: tabs and newlines in file names --------------------------------------------------------
+# -- tabs and newlines in file names --------------------------------------------------------
 def parse_tsv(text: str) -> list[list[str]]:
     return list(csv.reader(io.StringIO(text, newline=""), delimiter="\t"))
 
@@ -181,7 +181,7 @@ def test_detect_scores_with_odd_file_names_reads_back_in_eval(cli, make_audio, t
     assert json.loads(result.stdout)["clips"] == 2
 
 
-# -- #21: events shorter than the written precision ----------------------------------------------
+# -- events shorter than the written precision ----------------------------------------------
 def test_sub_millisecond_event_is_written_with_a_length_and_read_back(cli, make_audio, tmp_path):
     one = make_audio("one.wav", data=np.array([0.3], dtype=np.float32))  # 1 sample: 62.5 µs
     out = tmp_path / "out"

@@ -26,7 +26,7 @@ def rows(stdout: str) -> list[list[str]]:
     return [line.split("\t") for line in stdout.splitlines()[1:]]
 
 
-# -- #1 a damaged embedding-cache entry ------------------------------------------------------
+# -- a damaged embedding-cache entry ------------------------------------------------------
 
 
 @pytest.mark.parametrize("damage", ["empty", "cut in half", "not a zip"])
@@ -59,7 +59,7 @@ def test_a_damaged_hash_stamp_is_recomputed(cli, make_audio, tmp_path):
     assert result.exit_code == 0, result.stderr
 
 
-# -- #8 truncated WAV, OGG and MP3 -----------------------------------------------------------
+# -- truncated WAV, OGG and MP3 -----------------------------------------------------------
 
 
 def cut_in_half(path: Path) -> Path:
@@ -97,7 +97,7 @@ def test_complete_files_and_streamed_wavs_are_not_called_truncated(cli, make_aud
     assert len(rows(result.stdout)) == 5
 
 
-# -- #9 NUL bytes and binary data on stdin ---------------------------------------------------
+# -- NUL bytes and binary data on stdin ---------------------------------------------------
 
 
 def test_a_nul_byte_on_stdin_is_one_bad_line_and_other_paths_still_run(cli, make_audio):
@@ -141,7 +141,7 @@ def test_binary_data_on_stdin_is_named_briefly(cli):
     assert len(errors) == 4
 
 
-# -- #10 a positional query longer than a file name may be -----------------------------------
+# -- a positional query longer than a file name may be -----------------------------------
 
 
 def test_a_positional_query_longer_than_a_file_name_is_a_query(cli, make_audio):
@@ -162,7 +162,7 @@ def test_an_audio_path_longer_than_the_file_system_allows_is_one_failed_input(cl
     assert [row[0] for row in rows(result.stdout)] == [str(good)]
 
 
-# -- #11 file names that are not UTF-8 -------------------------------------------------------
+# -- file names that are not UTF-8 -------------------------------------------------------
 
 
 def test_a_file_name_that_is_not_utf8_is_read_and_shown_escaped(cli, make_audio, tmp_path):
@@ -178,7 +178,7 @@ def test_a_file_name_that_is_not_utf8_is_read_and_shown_escaped(cli, make_audio,
     assert piped.exit_code == 0, piped.stderr
 
 
-# -- #16 a query file with a byte-order mark -------------------------------------------------
+# -- a query file with a byte-order mark -------------------------------------------------
 
 
 def test_a_queries_file_with_a_utf8_bom(cli, make_audio, tmp_path):
@@ -192,7 +192,7 @@ def test_a_queries_file_with_a_utf8_bom(cli, make_audio, tmp_path):
     assert "dog barks" in labels and not any("\ufeff" in label for label in labels)
 
 
-# -- #19 a failed atomic write names the user's path -----------------------------------------
+# -- a failed atomic write names the user's path -----------------------------------------
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
@@ -215,7 +215,7 @@ def test_a_failed_atomic_write_names_the_path_asked_for(cli, make_audio):
     assert "/proc/sys/a.events.tsv" in result.stderr and ".part" not in result.stderr
 
 
-# -- #22 an empty query ----------------------------------------------------------------------
+# -- an empty query ----------------------------------------------------------------------
 
 
 def test_an_empty_query_is_a_usage_error_and_nothing_runs(cli, make_audio):

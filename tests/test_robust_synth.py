@@ -42,7 +42,7 @@ def _no_traceback(result) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# #2: split never writes one list over the other, nor over its input
+# split never writes one list over the other, nor over its input
 
 
 @pytest.mark.parametrize("case", ["same", "train-is-input", "validation-is-input"])
@@ -67,7 +67,7 @@ def test_split_refuses_outputs_that_overwrite_each_other_or_the_input(corpus, tm
 
 
 # ---------------------------------------------------------------------------------------------
-# #6: recipe values that are not finite or out of range are usage errors
+# recipe values that are not finite or out of range are usage errors
 
 
 @pytest.mark.parametrize("recipe_text, field", [
@@ -112,7 +112,7 @@ def test_settings_of_a_run_that_made_no_mixture_do_not_block_a_rerun(corpus, tmp
 
 
 # ---------------------------------------------------------------------------------------------
-# #12: a negative seed
+# a negative seed
 
 
 @pytest.mark.parametrize("command", ["sed", "ground"])
@@ -126,7 +126,7 @@ def test_negative_seed_is_a_usage_error(corpus, tmp_path, cli, command):
 
 
 # ---------------------------------------------------------------------------------------------
-# #7: captions with "|" survive a CSV manifest
+# captions with "|" survive a CSV manifest
 
 
 def test_csv_manifest_keeps_pipes_and_backslashes_in_captions(corpus, tmp_path, cli):
@@ -148,7 +148,7 @@ def test_csv_manifest_keeps_pipes_and_backslashes_in_captions(corpus, tmp_path, 
 
 
 # ---------------------------------------------------------------------------------------------
-# #13: a JSONL value of the wrong JSON type
+# a JSONL value of the wrong JSON type
 
 
 @pytest.mark.parametrize("key, value", [("duration", [1]), ("channels", {"a": 1}),
@@ -169,7 +169,7 @@ def test_jsonl_row_with_a_list_or_object_value_names_file_and_row(corpus, tmp_pa
 
 
 # ---------------------------------------------------------------------------------------------
-# #16: byte-order marks from Excel or Notepad
+# byte-order marks from Excel or Notepad
 
 
 def test_manifest_and_sidecars_with_a_byte_order_mark(corpus, tmp_path, cli):
@@ -197,7 +197,7 @@ def test_manifest_and_sidecars_with_a_byte_order_mark(corpus, tmp_path, cli):
 
 
 # ---------------------------------------------------------------------------------------------
-# #20: a sidecar's kind
+# a sidecar's kind
 
 
 def test_sidecar_kind_is_trimmed_and_a_bad_kind_is_named(tmp_path, cli):

@@ -39,7 +39,7 @@ def copy_mixtures(mix, target):
     return target
 
 
-# --- #3: --validation ------------------------------------------------------------------------
+# --- --validation ------------------------------------------------------------------------
 
 def test_bad_validation_folder_is_refused_before_training(cli, data, tmp_path):
     mix, _ = data
@@ -73,7 +73,7 @@ def test_failed_validation_still_saves_the_model(cli, data, tmp_path):
         assert (out / name).is_file(), name
 
 
-# --- #4: an output folder that holds another run -----------------------------------------------
+# --- an output folder that holds another run -----------------------------------------------
 
 def test_existing_output_is_refused_without_resume(cli, data, tmp_path):
     mix, _ = data
@@ -116,7 +116,7 @@ def test_usage_error_on_rank_0_stops_every_rank(data, tmp_path):
     assert done.stderr.count("--output") == 2, done.stderr[-3000:]  # both ranks refused it
 
 
-# --- #5: corpus clips that cannot be read --------------------------------------------------------
+# --- corpus clips that cannot be read --------------------------------------------------------
 
 def test_skipped_corpus_clips_are_named(cli, data, tmp_path):
     _, manifest = data
@@ -141,7 +141,7 @@ def test_skipped_corpus_clips_are_named(cli, data, tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
-# --- #12, #13, #22: option errors exit 2 ---------------------------------------------------------
+# --- option errors exit 2 ---------------------------------------------------------
 
 def test_negative_seed_is_a_usage_error(cli, data, tmp_path):
     mix, _ = data
@@ -186,7 +186,7 @@ def test_bad_options_exit_2_before_training(cli, data, tmp_path):
     assert missing.exit_code == 2 and "--data" in one_error_line(missing)
 
 
-# --- #13: malformed mixtures; #15: NaN samples ---------------------------------------------------
+# --- malformed mixtures; NaN samples ---------------------------------------------------
 
 def test_non_numeric_label_bounds_are_malformed_metadata(cli, data, tmp_path):
     mix, _ = data
