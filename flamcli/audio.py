@@ -69,14 +69,23 @@ def probe(path: Path) -> AudioInfo:
         raise AudioError(
             f"unsupported audio format {info.format} (flam reads WAV, FLAC, OGG/Vorbis and MP3)"
         )
-    if info.frames <= 0:
-        raise AudioError("contains no audio samples")
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError("invalid header (sample rate or channel count is zero)")
+    frames = info.frames
+    if frames >= _UNKNOWN_LENGTH:  # a stream that never recorded its length: count it
+        frames = sum(len(block) for block in read_blocks(path))
+    if frames <= 0:
+        raise AudioError("contains no audio samples")
     truncation = _truncated_by_header(info)
     if truncation:
         raise AudioError(truncation)
-    return AudioInfo(info.samplerate, info.channels, info.frames, info.format)
+    return AudioInfo(info.samplerate, info.channels, frames, info.format)
+
+
+# libsndfile reports SF_COUNT_MAX frames for a file whose header does not give its length (a
+# FLAC written to a pipe by a streaming encoder): taken as a length, it would size buffers of
+# exabytes. Anything this large is that marker.
+_UNKNOWN_LENGTH = 1 << 62
 
 
 # libsndfile's parse log (``extra_info``) is the only place soundfile shows what a WAV header
@@ -106,8 +115,10 @@ def _truncated_by_header(info) -> str | None:
 
 
 def _truncation_message(present_frames: int, declared_frames: int, rate: int) -> str:
-    return (f"truncated: holds {present_frames / rate:.2f} s of the "
-            f"{declared_frames / rate:.2f} s its header declares")
+    present, declared = f"{present_frames / rate:.2f} s", f"{declared_frames / rate:.2f} s"
+    if present == declared:  # a few samples short: seconds would read "1.00 s of the 1.00 s"
+        present, declared = f"{present_frames} samples", f"{declared_frames}"
+    return f"truncated: holds {present} of the {declared} its header declares"
 
 
 def _short(exc: Exception) -> str:
@@ -357,7 +368,8 @@ def read_blocks(path: Path, block_frames: int = 1 << 16) -> Iterator[np.ndarray]
                     f"(truncated or corrupt file: {_short(exc)})"
                 ) from None
             if not len(block):
-                if handle.frames - position > _decoding_tolerance(handle):
+                if (handle.frames < _UNKNOWN_LENGTH
+                        and handle.frames - position > _decoding_tolerance(handle)):
                     raise AudioError(_truncation_message(position, handle.frames,
                                                          handle.samplerate))
                 return

@@ -25,7 +25,9 @@ import torch
 from .audio import AudioInfo
 from .io import atomic_path, sha256_of, write_text_atomic
 
-CACHE_FORMAT = 1  # bump when the stored layout or the windowing changes meaning
+# Bump when the stored layout, the windowing or what may be stored changes meaning. 2: files
+# the decoder finds truncated are refused, so entries written by 1 may hold such files.
+CACHE_FORMAT = 2
 
 # What np.load and reading an entry's arrays raise for an entry cut short by a crash, emptied
 # by a full disk or otherwise damaged: an empty file is EOFError, a cut or garbled zip

@@ -13,6 +13,7 @@ from flamcli.detection import FileResult
 from flamcli.events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_OVERLAP, Event
 from flamcli.cli.ground import human_line
 from flamcli.grounding import answers_from_detection, ground
+from flamcli.embedding_cache import CACHE_FORMAT
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_embedding_cache_gives_identical_scores_without_the_audio_tower(
     plain = flamcli.detect(debug_model, [clip], ["dog barks", "rain"])[0]
     single = flamcli.detect(debug_model, [clip], ["dog barks"])[0]
     first = flamcli.detect(debug_model, [clip], ["dog barks"], cache_dir=cache)[0]
-    assert list((cache / "v1").rglob("*.npz"))
+    assert list((cache / f"v{CACHE_FORMAT}").rglob("*.npz"))
 
     import flamcli.inference as inference
 
@@ -159,14 +160,14 @@ def test_embedding_cache_follows_content_and_model(make_audio, tmp_path):
     fresh = flamcli.detect(debug_model, [path], ["dog"])[0]
     cached = flamcli.detect(debug_model, [path], ["dog"], cache_dir=cache)[0]
     assert np.array_equal(fresh.scores, cached.scores)
-    assert len(list((cache / "v1").rglob("*.npz"))) == 2
+    assert len(list((cache / f"v{CACHE_FORMAT}").rglob("*.npz"))) == 2
     # Another model (other weights) gets its own entries.
     import torch
 
     with torch.no_grad():
         next(debug_model.parameters()).add_(0.5)
     flamcli.detect(debug_model, [path], ["dog"], cache_dir=cache)
-    assert len(list((cache / "v1").iterdir())) == 2
+    assert len(list((cache / f"v{CACHE_FORMAT}").iterdir())) == 2
 
 
 def test_overlap_reaches_the_model_windows(debug_model, clip, cli):

@@ -97,6 +97,42 @@ def test_complete_files_and_streamed_wavs_are_not_called_truncated(cli, make_aud
     assert len(rows(result.stdout)) == 5
 
 
+def test_a_wav_a_few_samples_short_is_counted_in_samples(cli, make_audio):
+    import soundfile as sf
+
+    clip = make_audio("short.wav", seconds=1.0)
+    declared = sf.info(clip).frames
+    clip.write_bytes(clip.read_bytes()[:-2])  # one 16-bit mono sample short
+    result = cli("detect", clip, "dog", *DEBUG)
+    assert result.exit_code == 3, result.stderr
+    assert error_lines(result.stderr) == [
+        f"error: {clip}: truncated: holds {declared - 1} samples of the {declared} its header "
+        "declares"]
+
+
+def test_a_flac_streamed_without_its_length_is_never_sized_from_the_header(cli, make_audio,
+                                                                           tmp_path):
+    """A FLAC written to a pipe does not record its length: libsndfile reports SF_COUNT_MAX
+    frames, which once sized an exabyte buffer (MemoryError, exit 5, every input lost)."""
+    import soundfile as sf
+
+    script = ("import sys, numpy as np, soundfile as sf\n"
+              "with sf.SoundFile(sys.stdout.buffer, 'w', 16000, 1, format='FLAC') as f:\n"
+              "    f.write((0.3 * np.sin(np.arange(16000) / 5)).astype('float32'))\n")
+    streamed = tmp_path / "streamed.flac"
+    # through a pipe, not a file: a seekable output would get its length written back
+    streamed.write_bytes(subprocess.run([sys.executable, "-c", script], check=True,
+                                        stdout=subprocess.PIPE).stdout)
+    assert sf.info(streamed).frames >= 1 << 62  # the "unknown length" marker
+    good = make_audio("good.wav", seconds=1.0)
+    result = cli("detect", streamed, good, "dog", *DEBUG, "-t", "0")
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 3, result.stderr  # libsndfile cannot decode such a stream
+    assert len(error_lines(result.stderr)) == 1
+    assert error_lines(result.stderr)[0].startswith(f"error: {streamed}: decoding failed")
+    assert [row[0] for row in rows(result.stdout)] == [str(good)]
+
+
 # -- NUL bytes and binary data on stdin ---------------------------------------------------
 
 

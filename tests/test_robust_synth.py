@@ -216,3 +216,22 @@ def test_sidecar_kind_is_trimmed_and_a_bad_kind_is_named(tmp_path, cli):
     [clip] = read_manifest(tmp_path / "m.csv")
     assert (Path(clip.path).name, clip.kind, clip.captions) == ("dog_bark.wav", "background",
                                                                 ["a", "b"])
+
+
+# ---------------------------------------------------------------------------------------------
+# a file name that is not UTF-8
+
+
+def test_index_skips_a_file_whose_name_a_manifest_cannot_hold(tmp_path, cli):
+    import os
+
+    root = tmp_path / "c"
+    root.mkdir()
+    sf.write(root / "dog_bark.wav", _tone(500.0, 1.0), RATE)
+    sf.write(os.fsencode(root) + b"/cat\xffmeow.wav", _tone(900.0, 1.0), RATE)
+    result = cli("synth", "index", root, "-o", tmp_path / "m.csv")
+    assert result.exit_code == 3, result.stderr
+    _no_traceback(result)
+    assert "cat\\xffmeow.wav: skipped: its name is not UTF-8" in result.stderr
+    [clip] = read_manifest(tmp_path / "m.csv")
+    assert Path(clip.path).name == "dog_bark.wav"

@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from ..audio import AUDIO_EXTENSIONS, AudioError, probe, read_blocks
+from ..audio import AUDIO_EXTENSIONS, AudioError, probe, read_blocks, readable_name
 from ..io import sha256_of, write_text_atomic
 
 KINDS = ("event", "background")
@@ -285,8 +285,13 @@ def index_directory(
     seen: dict[str, str] = {}
     for number, path in enumerate(files, 1):
         relative = path.relative_to(root)
+        shown = readable_name(str(relative))
         if on_file:
-            on_file(number, len(files), str(relative))
+            on_file(number, len(files), shown)
+        if shown != str(relative):  # bytes that are not UTF-8: a UTF-8 manifest cannot name it
+            skipped.append(Skipped(shown, "its name is not UTF-8, which a manifest cannot hold: "
+                                   "rename the file", failed=True))
+            continue
         try:
             info = probe(path)
             override = _sidecar(path)
