@@ -317,6 +317,17 @@ def test_torchrun_splits_files_and_rank_zero_writes_all(make_audio, tmp_path):
     assert [f["file"] for f in document["files"]] == [str(c) for c in clips]
     assert sorted(p.name for p in out.glob("*.scores.tsv")) == [
         "c0.scores.tsv", "c1.scores.tsv", "c2.scores.tsv"]
+    # a table: one header (from rank 0 only), then every file's events in input order
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "flamcli", "detect", str(tmp_path / "d"), "dog", "-m", "debug", "-t", "0",
+         "--threads", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("filename\tonset") and lines.count(lines[0]) == 1
+    assert [line.split("\t")[0] for line in lines[1:]] == [str(c) for c in clips]
 
 
 def test_resampled_stereo_mp3_example(cli):

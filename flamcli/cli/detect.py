@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from enum import Enum
@@ -234,7 +235,10 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
         return ExitCode.USAGE
 
     metadata = {"model": model.info.as_dict()}
-    writer = get_writer(fmt.value, sys.stdout, metadata, multiple_files=len(inputs) > 1)
+    # Under torchrun only rank 0 prints (the gathered results); a table writer starts with its
+    # header, so the other ranks' writers must not reach stdout at all.
+    stream = sys.stdout if rank == 0 else io.StringIO()
+    writer = get_writer(fmt.value, stream, metadata, multiple_files=len(inputs) > 1)
     bar = progress_bar(quiet)
     task = None
     results = []
