@@ -64,7 +64,10 @@ def probe(path: Path) -> AudioInfo:
     try:
         info = sf.info(os.fsencode(path))
     except Exception as exc:  # soundfile raises LibsndfileError, RuntimeError, TypeError …
-        raise AudioError(f"not a readable audio file ({_short(exc)})") from None
+        reason = _short(exc)
+        if "does not exist" in reason:  # libsndfile's words for data no decoder accepts
+            reason = "unrecognised format or corrupt data"
+        raise AudioError(f"not a readable audio file ({reason})") from None
     if info.format not in ACCEPTED_FORMATS:
         raise AudioError(
             f"unsupported audio format {info.format} (flam reads WAV, FLAC, OGG/Vorbis and MP3)"

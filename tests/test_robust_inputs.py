@@ -133,6 +133,15 @@ def test_a_flac_streamed_without_its_length_is_never_sized_from_the_header(cli, 
     assert [row[0] for row in rows(result.stdout)] == [str(good)]
 
 
+def test_garbage_named_mp3_is_called_corrupt_not_missing(cli, tmp_path):
+    garbage = tmp_path / "noise.mp3"
+    garbage.write_bytes(bytes(range(256)) * 12)
+    result = cli("detect", garbage, "dog", *DEBUG)
+    assert result.exit_code == 3, result.stderr
+    assert error_lines(result.stderr) == [
+        f"error: {garbage}: not a readable audio file (unrecognised format or corrupt data)"]
+
+
 # -- NUL bytes and binary data on stdin ---------------------------------------------------
 
 
