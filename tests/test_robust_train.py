@@ -91,6 +91,12 @@ def test_existing_output_is_refused_without_resume(cli, data, tmp_path):
     assert resumed.exit_code == 0, resumed.stderr
     assert [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()] \
         == [1, 2]
+    # A finished run's checkpoint resumed into a new folder: nothing left to train, the model
+    # is written there all the same (it once failed plotting a loss no step had logged).
+    finished = run_train(cli, mix, tmp_path / "copy", "--resume", out / "checkpoints" /
+                         "step-00000002", steps=2)
+    assert finished.exit_code == 0, finished.stderr
+    assert (tmp_path / "copy" / "model.safetensors").is_file()
     # An empty existing folder is fine; a folder of other files is refused.
     (tmp_path / "empty").mkdir()
     assert run_train(cli, mix, tmp_path / "empty").exit_code == 0

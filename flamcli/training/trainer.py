@@ -376,6 +376,8 @@ def plot_losses(metrics: Path, target: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not metrics.exists():  # resumed at --max-steps: no step ran, nothing to plot
+        return
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     if not rows:
         return
