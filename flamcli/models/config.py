@@ -121,7 +121,18 @@ class FlamConfig:
         return self.frontend.window_seconds / self.frames_per_window
 
     def validate(self) -> None:
-        a, f = self.audio, self.frontend
+        a, f, t = self.audio, self.frontend, self.text
+        self._check_numbers()
+        if not 0 <= f.f_min < f.f_max <= f.sample_rate / 2:
+            raise ValueError("frontend: need 0 ≤ f_min < f_max ≤ sample_rate / 2")
+        if f.hop_length > f.n_fft or f.window_samples < f.n_fft:
+            raise ValueError("frontend: need hop_length ≤ n_fft ≤ the window's samples")
+        if t.kind not in ("roberta", "bert") or t.pooling not in ("pooler", "mean"):
+            raise ValueError("text: kind must be roberta or bert and pooling pooler or mean")
+        if t.hidden_size % t.num_heads:
+            raise ValueError("text: hidden_size must be a multiple of num_heads")
+        if not isinstance(t.lowercase, bool):
+            raise ValueError(f"text: lowercase must be true or false, not {t.lowercase!r}")
         if a.kind not in ("htsat", "cnn"):
             raise ValueError(f"audio kind must be htsat or cnn, not {a.kind!r}")
         if a.kind == "cnn":
@@ -144,6 +155,32 @@ class FlamConfig:
             raise ValueError("depths and num_heads must have the same length")
         if f.window_samples % self.frames_per_window:
             raise ValueError("window samples must be a multiple of the frame count")
+
+    def _check_numbers(self) -> None:
+        """Every size a whole number ≥ 1 and every real finite, by name: a hand-edited
+        config.json with "64" or -1 would otherwise fail deep inside torch, or, like a
+        threshold of 7, silently detect nothing."""
+        import math
+
+        allowed_zero = {"freq_masks", "pad_token_id"}
+        for part in (self.frontend, self.audio, self.text, self):
+            for item in dataclasses.fields(part):
+                value, name = getattr(part, item.name), item.name
+                if item.type in ("int", "tuple[int, ...]"):
+                    values = value if isinstance(value, tuple) else (value,)
+                    low = 0 if name in allowed_zero else 1
+                    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= low
+                               for v in values):
+                        raise ValueError(f"{name}: need whole numbers ≥ {low}, not {value!r}")
+                elif item.type == "float":
+                    if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                            and math.isfinite(value)):
+                        raise ValueError(f"{name} must be a finite number, not {value!r}")
+        if self.frontend.window_seconds <= 0:
+            raise ValueError("window_seconds must be > 0")
+        if not 0 < self.presence_threshold < 1:
+            raise ValueError(f"presence_threshold must be between 0 and 1, not "
+                             f"{self.presence_threshold!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -137,6 +137,11 @@ def save_model(model: FlamModel, directory: str | Path, card: str | None = None)
     return directory
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Weights from safetensors, or from a legacy torch file without unpickling code."""
     try:
@@ -146,7 +151,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt or foreign file: say which
-        raise ModelLoadError(f"cannot read model weights {path}: {exc}") from None
+        reason = _first_line(exc)
+        if "Weights only load failed" in reason:
+            # torch's own text advises loading with weights_only=False, which would run the
+            # pickled code: flam never does, so say what the file holds instead.
+            reason = ("it holds pickled objects or code, and flam reads only plain tensors "
+                      "(convert it to .safetensors)")
+        raise ModelLoadError(f"cannot read model weights {path}: {reason}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -173,8 +184,10 @@ def load_model_directory(directory: Path, info: ModelInfo | None = None,
     config = read_model_config(directory)
     try:
         tokenizer = TextTokenizer.from_directory(directory, config.text)
-    except (FileNotFoundError, ValueError, KeyError, OSError) as exc:
+    except FileNotFoundError as exc:
         raise ModelLoadError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - `tokenizers` raises a bare Exception for a damaged file
+        raise ModelLoadError(f"{directory}: unreadable tokenizer files ({_first_line(exc)})") from None
     if weights is None:
         candidates = [directory / WEIGHTS_FILE, directory / OPENFLAM_CHECKPOINT]
         weights = next((p for p in candidates if p.is_file()), candidates[0])
@@ -198,8 +211,12 @@ def load_openflam_directory(directory: Path, checkpoint: Path) -> FlamModel:
             f"{directory}: an OpenFLAM checkpoint needs the RoBERTa tokenizer files "
             f"{' and '.join(missing)} beside it (from the Hub repo FacebookAI/roberta-base)"
         )
-    tokenizer = TextTokenizer(roberta_tokenizer(directory / "vocab.json",
-                                                directory / "merges.txt"), config.text)
+    try:
+        tokenizer = TextTokenizer(roberta_tokenizer(directory / "vocab.json",
+                                                    directory / "merges.txt"), config.text)
+    except Exception as exc:  # noqa: BLE001 - `tokenizers` raises a bare Exception for a damaged file
+        raise ModelLoadError(f"{directory}: unreadable vocab.json or merges.txt "
+                             f"({_first_line(exc)})") from None
     state = read_state_dict(checkpoint)
     if not looks_like_openflam(state):
         raise ModelLoadError(f"{checkpoint} is not an OpenFLAM checkpoint")
@@ -215,7 +232,15 @@ def build_from_state_dict(config: FlamConfig, tokenizer: TextTokenizer,
              for name, tensor in state.items()}
     with torch.device("meta"):
         model = FlamModel(config, tokenizer)
-    result = model.load_state_dict(state, strict=False, assign=True)
+    try:
+        result = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as exc:  # a tensor of another shape: weights paired with the wrong config
+        # torch lists one problem per line after a heading: count them, show the first
+        problems = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+        raise ModelLoadError(
+            f"weights of {info.source} do not match the {config.name!r} architecture "
+            f"({len(problems)} tensor(s), e.g. {(problems or [_first_line(exc)])[0]})"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelLoadError(
             f"weights of {info.source} do not match the {config.name!r} architecture: "
