@@ -220,3 +220,16 @@ def test_nan_samples_name_the_file(cli, data, tmp_path):
     assert result.exit_code == 3, result.stderr
     line = one_error_line(result)
     assert wav.name in line and "NaN or infinite samples" in line and "--lr" not in line
+
+
+def test_a_checkpoint_left_half_written_is_cleared_by_the_next(cli, data, tmp_path):
+    mix, _ = data
+    out = tmp_path / "run"
+    assert run_train(cli, mix, out, "--checkpoint-every", 1).exit_code == 0
+    stale = out / "checkpoints" / ".step-00000007.part"  # as a kill during a write leaves it
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half")
+    resumed = run_train(cli, mix, out, "--resume", "latest", "--checkpoint-every", 1, steps=2)
+    assert resumed.exit_code == 0, resumed.stderr
+    assert not stale.exists()
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000002"

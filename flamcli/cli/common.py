@@ -90,7 +90,8 @@ ModelOption = Annotated[
     Optional[str],
     typer.Option("-m", "--model", envvar="FLAM_MODEL", show_envvar=True,
                  help="Registry name (see `flam models`), model directory or weights file. "
-                      "`debug` is a tiny random model for smoke tests."),
+                      "Default: openflam-v1-base when cached or reachable, else the bundled "
+                      "flam-tiny. `debug` is a tiny random model for smoke tests."),
 ]
 RevisionOption = Annotated[
     Optional[str],

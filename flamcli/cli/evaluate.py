@@ -33,7 +33,7 @@ app.add_typer(eval_app)
 OutputOption = Annotated[Optional[Path], typer.Option(
     "-o", "--output", dir_okay=False, help="Write the JSON report here (atomically) instead of stdout.")]
 AudioOption = Annotated[Optional[Path], typer.Option(
-    "--audio", help="Audio folder: run the model on it (needs --model or FLAM_MODEL).")]
+    "--audio", help="Audio folder: run the model (--model) on it.")]
 ThresholdOption = Annotated[float, typer.Option(
     "-t", "--threshold", min=0.0, max=1.0, help="Detection threshold (calibrated probability).")]
 

@@ -165,6 +165,8 @@ def ground(
                     records.append(record)
             sys.stdout.flush()
     except KeyboardInterrupt:
+        if bar is not None:  # first, or the message lands on the bar's line
+            bar.stop()
         log.error("interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED)
     finally:

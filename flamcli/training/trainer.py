@@ -281,6 +281,8 @@ def save_checkpoint(out: Path, step: int, model, loss_fn, optimizer, scheduler, 
     done = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in done[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".step-*.part"):  # left by a run killed while writing one
+        shutil.rmtree(stale, ignore_errors=True)
     return final
 
 
