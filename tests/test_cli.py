@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -284,6 +285,22 @@ def test_usage_errors_are_one_line_and_exit_codes_survive_the_entry_point(make_a
     helped = subprocess.run(flam + ["ground", "-h"], capture_output=True, text=True, cwd=REPO,
                             timeout=120)
     assert helped.returncode == 0 and " ground [OPTIONS]" in helped.stdout
+
+
+def test_closed_stderr_gives_141_not_grounds_absent(make_audio, tmp_path):
+    """`flam ground … 2>&1 | head -1`: when the log's reader goes away, rich would exit 1,
+    which for ground means "absent"."""
+    clip = make_audio("a.wav", seconds=2.0)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stderr now fails with EPIPE
+    try:
+        with open(tmp_path / "out.txt", "w") as out:
+            proc = subprocess.run([sys.executable, "-m", "flamcli", "ground", str(clip), "dog",
+                                   "-m", "debug"], stdout=out, stderr=write_end, cwd=REPO,
+                                  timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141
 
 
 def test_closed_or_full_stdout_gives_documented_codes(make_audio):

@@ -26,14 +26,33 @@ class ExitCode(IntEnum):
     BROKEN_PIPE = 141  # stdout was closed early (e.g. `| head`)
 
 
+_STDERR_CONSOLE: tuple | None = None  # (the sys.stderr it writes to, the console)
+
+
+def stderr_console():
+    """The one rich console on stderr that log lines and the progress bar share: with two,
+    a line printed while the bar runs is glued onto the bar's line."""
+    global _STDERR_CONSOLE
+    if _STDERR_CONSOLE is None or _STDERR_CONSOLE[0] is not sys.stderr:  # tests swap stderr
+        from rich.console import Console
+
+        class StderrConsole(Console):
+            def on_broken_pipe(self) -> None:
+                # rich would exit 1, which for `flam ground` means "absent"; the CLI maps a
+                # broken pipe to its documented 141 instead.
+                raise BrokenPipeError
+
+        _STDERR_CONSOLE = (sys.stderr, StderrConsole(stderr=True, soft_wrap=True,
+                                                     highlight=False))
+    return _STDERR_CONSOLE[1]
+
+
 class Log:
     """One-line messages on stderr; machine output never goes through here."""
 
     def __init__(self, quiet: bool = False):
-        from rich.console import Console
-
         self.quiet = quiet
-        self.console = Console(stderr=True, soft_wrap=True, highlight=False)
+        self.console = stderr_console()
 
     def _line(self, style: str, prefix: str, message: str) -> None:
         from rich.markup import escape
@@ -162,12 +181,11 @@ def progress_bar(quiet: bool):
     """A rich progress bar on stderr when it is a terminal, else None."""
     if quiet or not sys.stderr.isatty() or os.environ.get("FLAM_NO_PROGRESS"):
         return None
-    from rich.console import Console
     from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
         TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
+        console=stderr_console(), transient=True,
     )
