@@ -23,7 +23,7 @@ class ExitCode(IntEnum):
     MODEL = 4  # the model could not be loaded
     INTERNAL = 5  # a bug: please report it (FLAM_DEBUG=1 shows the traceback)
     INTERRUPTED = 130  # Ctrl-C; no output file is left half-written
-    BROKEN_PIPE = 141  # stdout was closed early (e.g. `| head`)
+    BROKEN_PIPE = 141  # stdout or stderr was closed early (e.g. `| head`)
 
 
 _STDERR_CONSOLE: tuple | None = None  # (the sys.stderr it writes to, the console)
