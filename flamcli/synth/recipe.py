@@ -20,18 +20,11 @@ class RecipeError(ValueError):
     """A recipe asks for something impossible or malformed (the message names the field)."""
 
 
-def _shown(value) -> str:
-    """A field's value as the user wrote it in JSON (NaN, Infinity, [low, high])."""
-    if isinstance(value, tuple):
-        return json.dumps(list(value))
-    return json.dumps(value)
-
-
 def _converted(value, kind: type):
     """``value`` as a field of type ``kind``; a whole-number field refuses 2.7 instead of
     silently truncating it to 2."""
     if kind is int and isinstance(value, float) and not value.is_integer():
-        raise ValueError(f"expected a whole number, not {_shown(value)}")
+        raise ValueError(f"expected a whole number, not {json.dumps(value)}")
     return kind(value)
 
 
@@ -84,7 +77,7 @@ class Recipe:
             value = getattr(self, item.name)
             numbers = value if isinstance(value, tuple) else (value,)
             if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
-                raise RecipeError(f"{item.name} must be finite, not {_shown(value)}")
+                raise RecipeError(f"{item.name} must be finite, not {json.dumps(value)}")
         check(8000 <= self.sample_rate <= 192000, "sample_rate must be 8000–192000")
         check(self.audio_format in ("flac", "wav"), "audio_format must be flac or wav")
         for name in ("background_dbfs", "event_db"):
