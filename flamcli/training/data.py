@@ -9,6 +9,7 @@ an uninterrupted run would have seen, whatever the world size of each rank's sli
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,8 +200,8 @@ class SynthData(TrainingData):
     """Mixtures made on the fly from a corpus manifest (flamcli.synth.SynthDataset)."""
 
     def __init__(self, manifest: str | Path, recipe=None, **kw):
-        from ..synth import (AudioBank, CorpusError, RecipeError, SedRecipe, SynthDataset,
-                             read_manifest)
+        from ..synth import AudioBank, CorpusError, RecipeError, SedRecipe, read_manifest
+        from ..synth.mixing import bank_notes, check_bank
 
         super().__init__(**kw)
         self.manifest = Path(manifest)
@@ -215,9 +216,11 @@ class SynthData(TrainingData):
                                               duration=self.window_seconds)
             self.recipe.validate()
             self.bank, self.skipped = AudioBank.load(clips, self.recipe)
-            # Made once: the corpus is checked here, before training (not at the first
-            # example), and its notes are logged once rather than for every example.
-            self.dataset = SynthDataset(self.bank, self.recipe, seed=self.seed, count=1)
+            # Checked here, before training (not at the first example), and its notes
+            # logged once rather than for every example.
+            check_bank(self.bank, self.recipe)
+            for note in bank_notes(self.bank, self.recipe):
+                logging.getLogger(__name__).warning(note)
         except (CorpusError, RecipeError) as exc:
             failed = [item for item in self.skipped if item.failed]
             why = (f"; {len(failed)} clip(s) could not be read, e.g. {failed[0].path}: "
@@ -229,12 +232,13 @@ class SynthData(TrainingData):
             self.phrasings = manifest_phrasings(clips)
 
     def raw(self, index: int) -> Example:
-        self.dataset.start = index  # one mixture, the index-th of the seed's stream
-        item = next(iter(self.dataset))
-        audio = resample(item["audio"].numpy(), self.recipe.sample_rate, self.sample_rate)
+        from ..synth import make_mixture
+
+        mixture = make_mixture(self.bank, self.recipe, self.seed, index)  # the seed's index-th
+        audio = resample(mixture.audio, self.recipe.sample_rate, self.sample_rate)
         return Example(fit_window(audio, self.samples),
-                       clip_labels(item["labels"], self.window_seconds),
-                       list(item["negatives"]), item["id"])
+                       clip_labels(mixture.labels, self.window_seconds),
+                       list(mixture.plan["negatives"]), mixture.id)
 
     def describe(self) -> str:
         return f"{self.manifest} (on-the-fly synthesis, seed {self.seed})"
