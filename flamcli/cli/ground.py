@@ -165,9 +165,7 @@ def ground(
                     records.append(record)
             sys.stdout.flush()
     except KeyboardInterrupt:
-        if bar is not None:  # first, or the message lands on the bar's line
-            bar.stop()
-        log.error("interrupted")
+        log.error("interrupted")  # printed above the bar: the log and the bar share a console
         raise typer.Exit(ExitCode.INTERRUPTED)
     finally:
         if bar is not None:
