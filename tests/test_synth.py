@@ -775,3 +775,23 @@ def test_background_augmentation_fields_are_validated():
                          ("event_rt60", (0.5, 0.2)), ("event_reverb_db", (-40.0, 0.0))]:
         with pytest.raises(RecipeError, match=field):
             SedRecipe(**{field: value}).validate()
+
+
+def test_speed_changes_at_44_1_khz_read_at_a_rate_sharing_a_large_factor():
+    """At 44.1 kHz, speed·rate on the 1/40 grid is not a whole multiple of rate/40: reading at
+    round(44100·1.025) = 45203 Hz shares only 1 with 44,100 and the resampler's kernel took
+    24 GB. The read rate snaps to multiples of 1050 Hz there; 16 and 48 kHz are unchanged."""
+    import math
+
+    from flamcli.synth.mixing import _played_at, _played_length, _read_rate
+
+    speeds = [m / 40 for m in range(30, 54)]
+    for rate in (16_000, 48_000):
+        assert [_read_rate(rate, s) for s in speeds] == [round(rate * s) for s in speeds]
+    for speed in speeds:
+        read = _read_rate(44_100, speed)
+        assert read % 1050 == 0 and math.gcd(read, 44_100) >= 1050
+        assert abs(read / 44_100 - speed) <= 1 / 84 + 1e-12
+    audio = np.random.default_rng(0).standard_normal(44_100).astype(np.float32)
+    played = _played_at(audio, 1.025, 44_100)
+    assert len(played) == _played_length(44_100, 1.025, 44_100) < 44_100

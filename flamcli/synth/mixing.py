@@ -385,12 +385,24 @@ def _event_variation(recipe: Recipe, rng, length: int, total: int) -> dict:
     return variation
 
 
+def _read_rate(rate: int, speed: float) -> int:
+    """The rate a clip played at ``speed`` is read at: ``speed · rate`` snapped to a multiple of
+    rate/k, the largest whole fraction of the rate with k ≥ 40. Read and write rates then share
+    that factor and the resampling kernel stays short. At 16 or 48 kHz that is rate/40, so the
+    1/40 speed grid is exact; at 44.1 kHz it is 1050 Hz (1/42): reading at
+    round(44100 · 1.025) = 45203 Hz instead would share no factor but 1 with 44,100 and build a
+    kernel of gigabytes."""
+    k = next(k for k in range(40, rate + 1) if rate % k == 0)
+    unit = rate // k
+    return max(unit, round(rate * speed / unit) * unit)
+
+
 def _played_length(samples: int, speed: float, rate: int) -> int:
     """Samples that ``samples`` source samples last when played at ``speed`` (read at rate
     ``speed · rate``, written at ``rate``: the resampler's own output length)."""
     if speed == 1.0:
         return samples
-    return math.ceil(samples * rate / round(rate * speed))
+    return math.ceil(samples * rate / _read_rate(rate, speed))
 
 
 def _played_at(audio: np.ndarray, speed: float, rate: int) -> np.ndarray:
@@ -399,7 +411,7 @@ def _played_at(audio: np.ndarray, speed: float, rate: int) -> np.ndarray:
     if speed == 1.0:
         return audio
     played = _played_length(len(audio), speed, rate)
-    audio = resample(audio, round(rate * speed), rate)[:played]
+    audio = resample(audio, _read_rate(rate, speed), rate)[:played]
     return np.pad(audio, (0, played - len(audio)))
 
 
