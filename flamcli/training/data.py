@@ -50,6 +50,28 @@ class Augment:
     phrase_rate: float = 0.3
 
 
+def reword_labels(labels: dict[str, list], rng: np.random.Generator, aug: Augment,
+                  tags: dict[str, list[str]], phrasings: dict[str, list[str]]
+                  ) -> tuple[dict[str, list], list[str]]:
+    """The caption augmentations of one example: each description replaced by one of its tags
+    (``tag_rate``) or else by another phrasing (``phrase_rate``), drawn from ``rng``; with the
+    descriptions that fit the example without labelling it (see build_text_slots)."""
+    fitting = {other for text in labels
+               for other in [text, *(tags.get(text) or []), *(phrasings.get(text) or [])]}
+    if (aug.tag_rate > 0 and tags) or (aug.phrase_rate > 0 and phrasings):
+        reworded: dict[str, list] = {}
+        for text, intervals in labels.items():
+            its_tags = tags.get(text) or []
+            its_phrasings = phrasings.get(text) or []
+            if its_tags and aug.tag_rate > 0 and rng.random() < aug.tag_rate:
+                text = its_tags[int(rng.integers(len(its_tags)))]
+            elif its_phrasings and aug.phrase_rate > 0 and rng.random() < aug.phrase_rate:
+                text = its_phrasings[int(rng.integers(len(its_phrasings)))]
+            reworded.setdefault(text, []).extend(intervals)
+        labels = reworded
+    return labels, sorted(fitting - set(labels))
+
+
 def fit_window(audio: np.ndarray, samples: int) -> np.ndarray:
     out = np.zeros(samples, dtype=np.float32)
     n = min(samples, len(audio))
@@ -104,21 +126,7 @@ class TrainingData:
         ex = self.raw(index)
         rng = np.random.default_rng([self.seed, 7919, index])
         aug = self.augment
-        fitting = {other for text in ex.labels
-                   for other in [text, *(self.tags.get(text) or []),
-                                 *(self.phrasings.get(text) or [])]}
-        if (aug.tag_rate > 0 and self.tags) or (aug.phrase_rate > 0 and self.phrasings):
-            labels: dict[str, list] = {}
-            for text, intervals in ex.labels.items():
-                tags = self.tags.get(text) or []
-                phrasings = self.phrasings.get(text) or []
-                if tags and aug.tag_rate > 0 and rng.random() < aug.tag_rate:
-                    text = tags[int(rng.integers(len(tags)))]
-                elif phrasings and aug.phrase_rate > 0 and rng.random() < aug.phrase_rate:
-                    text = phrasings[int(rng.integers(len(phrasings)))]
-                labels.setdefault(text, []).extend(intervals)
-            ex.labels = labels
-        ex.unlabelled = sorted(fitting - set(ex.labels))
+        ex.labels, ex.unlabelled = reword_labels(ex.labels, rng, aug, self.tags, self.phrasings)
         if aug.downsample_rate > 0 and rng.random() < aug.downsample_rate:
             fraction = aug.downsample_fractions[int(rng.integers(len(aug.downsample_fractions)))]
             low = max(1000, int(round(self.sample_rate * fraction / 100)) * 100)
