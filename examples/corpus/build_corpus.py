@@ -33,6 +33,7 @@ import argparse
 import collections
 import fnmatch
 import glob
+import gzip
 import hashlib
 import io
 import json
@@ -60,6 +61,14 @@ DEFAULT_PHRASINGS = HERE / "phrasings.json"
 # out as .ogg so that tools globbing for *.ogg find it (the bytes are unchanged).
 AUDIO_EXTS = {".ogg", ".oga", ".wav", ".flac", ".mp3", ".opus"}
 EXT_RENAME = {".oga": ".ogg"}
+# Archives (by file name) whose audio is iterated as 'archive!inner/path', besides
+# Qt .rcc bundles.  Named explicitly so that no first-batch package gains clips.
+ARCHIVE_NAMES = {
+    "public.zip": "zip",  # 0ad-data: usr/share/games/0ad/mods/public/public.zip
+    "0snd.pk3": "zip",  # ufoai-sound: usr/share/games/ufoai/base/0snd.pk3
+    "opensfx.cat": "opensfx",  # openttd-opensfx
+    "Sound.ocg": "c4group",  # openclonk-data: usr/share/games/openclonk/Sound.ocg
+}
 BACKGROUND_MIN_S = 10.0  # an ambience loop must be at least this long to be a background
 MIN_DURATION_S = 0.1  # shorter clips are clicks, not events
 SILENCE_PEAK = 1e-4  # peak below this (full scale = 1) counts as silent
@@ -147,6 +156,125 @@ def read_rcc(data: bytes):
         elif flags & 0x4:  # zstd: would need a third-party module
             payload = None
         yield path.lstrip("/"), payload
+
+
+# --------------------------------------------------------------------------- #
+# other game archives (second batch): zip/pk3, OpenTTD's opensfx.cat, c4group
+# --------------------------------------------------------------------------- #
+def read_zip(path: Path):
+    """Yield (member path, loader) for every file in a zip (0ad public.zip,
+    ufoai 0snd.pk3).  Members are read lazily: public.zip is ~1 GB."""
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.is_dir():
+                yield info.filename, (lambda n=info.filename: z.read(n))
+
+
+def read_opensfx_cat(data: bytes):
+    """Yield (name, WAV bytes) for every entry of an OpenTTD sound catalogue.
+
+    Layout: a table of (offset, size) little-endian uint32 pairs (the first
+    offset / 8 is the entry count); at each offset a name-length byte, the name
+    (possibly NUL-terminated), then a complete RIFF/WAVE file of `size` bytes
+    (the size counts the WAV only, not the name before it).  The top bit of an
+    offset flags this 'new format' entry (OpenTTD masks it off; opensfx sets it
+    on every entry)."""
+    if len(data) < 8:
+        raise ValueError("too short for an opensfx catalogue")
+    first = struct.unpack_from("<I", data, 0)[0] & 0x7FFFFFFF
+    if first % 8 or not 0 < first <= len(data):
+        raise ValueError("not an opensfx catalogue (bad first offset)")
+    count = first // 8
+    for i in range(count):
+        off, size = struct.unpack_from("<II", data, 8 * i)
+        off &= 0x7FFFFFFF
+        if size == 0:  # opensfx 1.0.3 has two empty 'Unused/Nothing' slots
+            yield "", b""
+            continue
+        if off >= len(data) or off + 1 + data[off] + size > len(data):
+            raise ValueError(f"entry {i} runs past the end of the catalogue")
+        n = data[off]
+        name = data[off + 1 : off + 1 + n].split(b"\0", 1)[0].decode("latin-1")
+        yield name, data[off + 1 + n : off + 1 + n + size]
+
+
+def opensfx_entry_path(index: int, name: str) -> str:
+    """A file-like inner path for an opensfx entry.  Its names are credits
+    ('"Ship horn". Original "ship2_bergen.aif" by ...'): keep the quoted title,
+    numbered by slot: '06_ship_horn.wav'."""
+    m = re.match(r'\s*"([^"]*)"', name)
+    title = m.group(1) if m else name
+    return f"{index:02d}_{clean_name(title)[:60]}.wav"
+
+
+C4GROUP_MAGIC = b"RedWolf Design GrpFolder"
+C4GROUP_HEADER = 204
+C4GROUP_ENTRY = 316
+
+
+def c4_unscramble(buf: bytes) -> bytes:
+    """Undo C4Group's MemScramble: XOR 237, and swap bytes 0 and 2 of each
+    complete 3-byte triple (its own inverse: both steps commute)."""
+    b = bytearray(x ^ 237 for x in buf)
+    for i in range(0, len(b) - 2, 3):
+        b[i], b[i + 2] = b[i + 2], b[i]
+    return bytes(b)
+
+
+def c4_unwrap(data: bytes) -> bytes:
+    """A c4group file is gzip with its magic changed to 0x1e 0x8c: restore it
+    and gunzip.  Data that is already a raw group (a nested child) is returned
+    as it is."""
+    if data[:2] in (b"\x1e\x8c", b"\x1f\x8b"):
+        return gzip.decompress(b"\x1f\x8b" + data[2:])
+    return data
+
+
+def read_c4group(data: bytes, prefix: str = "", depth: int = 0):
+    """Yield (path, bytes) for every file of an OpenClonk group (Sound.ocg),
+    recursing into child groups (folders): 'Folder.ocg/Sub/x.ogg'.
+
+    Raw group: 204-byte scrambled header (magic 'RedWolf Design GrpFolder',
+    entry count int32 at byte 36), then one 316-byte entry per file: 260-byte
+    name, then int32 packed, child, size, reserved, offset; offsets count from
+    the end of the entry table.  Entries are scrambled like the header in some
+    writers and plain in others (openclonk-data 8.1's Sound.ocg): the table is
+    read plain when its first entry looks valid that way, else unscrambled."""
+    if depth > 16:
+        raise ValueError("c4group nested too deeply")
+    raw = c4_unwrap(data)
+    head = c4_unscramble(raw[:C4GROUP_HEADER])
+    if not head.startswith(C4GROUP_MAGIC):
+        raise ValueError("not a c4group (no 'RedWolf Design GrpFolder' magic)")
+    (count,) = struct.unpack_from("<i", head, 36)
+    table_end = C4GROUP_HEADER + count * C4GROUP_ENTRY
+    if count < 0 or table_end > len(raw):
+        raise ValueError(f"c4group entry table runs past the end ({count} entries)")
+
+    def plausible(entry: bytes) -> bool:
+        name = entry[:260].split(b"\0", 1)[0]
+        _p, child, size, _u, offset = struct.unpack_from("<5i", entry, 260)
+        return (bool(name) and all(32 <= c < 127 for c in name) and child in (0, 1)
+                and size >= 0 and offset >= 0 and table_end + offset + size <= len(raw))
+
+    first = raw[C4GROUP_HEADER : C4GROUP_HEADER + C4GROUP_ENTRY]
+    scrambled = count > 0 and not plausible(first)
+    for i in range(count):
+        p = C4GROUP_HEADER + i * C4GROUP_ENTRY
+        entry = raw[p : p + C4GROUP_ENTRY]
+        if scrambled:
+            entry = c4_unscramble(entry)
+        name = entry[:260].split(b"\0", 1)[0].decode("latin-1")
+        _packed, child, size, _unused, offset = struct.unpack_from("<5i", entry, 260)
+        start = table_end + offset
+        if size < 0 or start + size > len(raw):
+            raise ValueError(f"c4group entry {name!r} runs past the end")
+        payload = raw[start : start + size]
+        path = f"{prefix}{name}"
+        if child:
+            yield from read_c4group(payload, path + "/", depth + 1)
+        else:
+            yield path, payload
 
 
 # --------------------------------------------------------------------------- #
@@ -294,10 +422,23 @@ def run(cmd: list[str], cwd: Path | None = None) -> str:
     return p.stdout
 
 
+def archive_kind(rel: str) -> str | None:
+    """Which reader opens an archive file that holds audio, or None."""
+    name = rel.rsplit("/", 1)[-1]
+    ext = os.path.splitext(name)[1].lower()
+    if ext == ".rcc":
+        return "rcc"
+    if name in ARCHIVE_NAMES:
+        return ARCHIVE_NAMES[name]
+    return None
+
+
 def keep_file(rel: str, pkg: str) -> bool:
-    """What to keep of an unpacked package: audio, Qt bundles, the copyright."""
+    """What to keep of an unpacked package: audio, archives holding audio
+    (Qt bundles, 0ad/ufoai zips, opensfx.cat, Sound.ocg), the copyright."""
     ext = os.path.splitext(rel)[1].lower()
-    return ext in AUDIO_EXTS or ext == ".rcc" or rel == f"usr/share/doc/{pkg}/copyright"
+    return (ext in AUDIO_EXTS or archive_kind(rel) is not None
+            or rel == f"usr/share/doc/{pkg}/copyright")
 
 
 def prune(root: Path, pkg: str) -> None:
@@ -401,23 +542,39 @@ def fetch_espeak(pkg: str, spec: dict, work: Path) -> tuple[Path, str]:
 # --------------------------------------------------------------------------- #
 # enumerating and writing clips
 # --------------------------------------------------------------------------- #
+def iter_archive(full: Path, kind: str):
+    """(inner path, loader) for every file of an archive of the given kind."""
+    if kind == "zip":
+        yield from read_zip(full)
+        return
+    if kind == "opensfx":
+        entries = [(opensfx_entry_path(i, name), payload)
+                   for i, (name, payload) in enumerate(read_opensfx_cat(full.read_bytes()))]
+    else:
+        reader = {"rcc": read_rcc, "c4group": read_c4group}[kind]
+        entries = list(reader(full.read_bytes()))  # parse fully before yielding
+    for inner, payload in entries:
+        yield inner, (lambda b=payload: b)
+
+
 def iter_audio(root: Path):
     """Yield (relative path, loader) for every audio file, including the ones
-    inside .rcc bundles (path 'bundle.rcc!inner/path')."""
+    inside archives (path 'archive!inner/path'): Qt .rcc bundles, zips
+    (public.zip, 0snd.pk3), opensfx.cat and c4groups (Sound.ocg)."""
     for full in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = full.relative_to(root).as_posix()
         ext = full.suffix.lower()
+        kind = archive_kind(rel)
         if ext in AUDIO_EXTS:
             yield rel, full.read_bytes
-        elif ext == ".rcc":
+        elif kind is not None:
             try:
-                entries = list(read_rcc(full.read_bytes()))
-            except Exception as e:  # a broken bundle must not stop the package
-                log(f"{rel}: cannot read Qt resource bundle: {e}")
+                for inner, load in iter_archive(full, kind):
+                    if os.path.splitext(inner)[1].lower() in AUDIO_EXTS:
+                        yield f"{rel}!{inner}", load
+            except Exception as e:  # a broken archive must not stop the package
+                log(f"{rel}: cannot read {kind} archive: {e}")
                 continue
-            for inner, payload in entries:
-                if os.path.splitext(inner)[1].lower() in AUDIO_EXTS:
-                    yield f"{rel}!{inner}", (lambda b=payload: b)
 
 
 def _decode(data: bytes, ext: str):
