@@ -43,6 +43,55 @@ def test_pack_puts_the_text_tower_apart_in_fp16_and_loads_in_fp32(debug_model, t
     assert model.config.presence_threshold == 0.5
 
 
+def test_pack_can_point_to_a_shared_text_tower_instead_of_copying_it(debug_model, tmp_path):
+    from flamcli.models.registry import ModelLoadError
+
+    run = save_model(debug_model, tmp_path / "run")
+    first = pack_bundle(run, tmp_path / "models" / "first", card="# one\n")
+    second = pack_bundle(run, tmp_path / "models" / "second", card="# two\n",
+                         shared_text_tower=first / "text-tower.safetensors")
+    assert not (second / "text-tower.safetensors").exists()
+    pointer = json.loads((second / "text-tower.json").read_text())
+    assert pointer["file"] == "../first/text-tower.safetensors"
+    a, b = load_model_directory(first).state_dict(), load_model_directory(second).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # a pointer whose target changed, or that names nothing, is one clear error
+    (second / "text-tower.json").write_text(json.dumps({**pointer, "sha256": "0" * 64}))
+    with pytest.raises(ModelLoadError, match="sha256 differs"):
+        load_model_directory(second)
+    (second / "text-tower.json").write_text(json.dumps({**pointer, "file": "../gone.safetensors"}))
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model_directory(second)
+    (second / "text-tower.json").write_text("{")
+    with pytest.raises(ModelLoadError, match="invalid"):
+        load_model_directory(second)
+    # a packed tower of another model is refused rather than pointed to
+    from flamcli.models.registry import build_debug_model
+
+    changed = build_debug_model()  # a fresh one: the fixture is shared by the session
+    with torch.no_grad():
+        changed.text_branch.embeddings.word_embeddings.weight.add_(1)
+    run2 = save_model(changed, tmp_path / "run2")
+    with pytest.raises(ValueError, match="does not hold this model's text tower"):
+        pack_bundle(run2, tmp_path / "models" / "third", card="# three\n",
+                    shared_text_tower=first / "text-tower.safetensors")
+
+
+def test_pack_can_store_the_trained_parts_in_fp16(debug_model, tmp_path):
+    run = save_model(debug_model, tmp_path / "run")
+    (run / "NOTICE").write_text("attribution\n")
+    packed = pack_bundle(run, tmp_path / "bundle", card="# card\n", half_weights=True)
+    with safe_open(str(packed / "model.safetensors"), "pt") as weights:
+        dtypes = {weights.get_tensor(n).dtype for n in weights.keys()}
+    assert torch.float16 in dtypes and torch.float32 not in dtypes
+    assert (packed / "NOTICE").read_text() == "attribution\n"
+    model = load_model_directory(packed)
+    original = debug_model.state_dict()
+    for name, tensor in model.state_dict().items():
+        assert tensor.dtype == original[name].dtype  # computed in fp32 again
+        assert torch.allclose(tensor, original[name], rtol=1e-3, atol=1e-4)
+
+
 def test_flam_tiny_is_bundled_and_loads_offline():
     from flamcli.models import registry
 

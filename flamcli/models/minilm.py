@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -85,7 +86,8 @@ def build_flam_tiny_init(source: str | Path, seed: int = 0):
 
 
 def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
-                presence_threshold: float | None = None) -> Path:
+                presence_threshold: float | None = None, half_weights: bool = False,
+                shared_text_tower: str | Path | None = None) -> Path:
     """A trained flam-tiny folder → the bundled form.
 
     ``presence_threshold`` (measured with bench/ground_presence.py) is written into the
@@ -93,13 +95,19 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
 
     The frozen MiniLM tower goes to ``text-tower.safetensors`` in fp16 (43 MiB instead of 87;
     it is computed in fp32 after loading) and never changes between retrainings; the trained
-    parts (audio tower, projections, heads) go to ``model.safetensors`` in fp32.
+    parts (audio tower, projections, heads) go to ``model.safetensors`` in fp32, or in fp16
+    with ``half_weights`` (flam-sfx: its pretrained tower is 4.7 M parameters; computed in fp32
+    after loading). A ``NOTICE`` beside the run (third-party attribution) is copied along.
+
+    ``shared_text_tower``: an existing packed ``text-tower.safetensors`` holding the same
+    frozen tower (checked tensor by tensor); the bundle then gets a ``text-tower.json``
+    pointer to it (relative path, sha256) instead of a second copy.
     """
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
-    from .registry import (CARD_FILE, CONFIG_FILE, TEXT_TOWER_FILE, WEIGHTS_FILE,
-                           load_model_directory)
+    from ..io import atomic_path, sha256_of
+    from .registry import (CARD_FILE, CONFIG_FILE, NOTICE_FILE, TEXT_TOWER_FILE,
+                           TEXT_TOWER_POINTER, WEIGHTS_FILE, load_model_directory)
     from .text import TextTokenizer
 
     run_dir, output = Path(run_dir), Path(output)
@@ -109,11 +117,28 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
         tensor = tensor.detach().contiguous().cpu()
         if name.startswith("text_branch."):
             text_tower[name] = tensor.half() if tensor.is_floating_point() else tensor
+        elif half_weights and tensor.is_floating_point():
+            trained[name] = tensor.half()
         else:
             trained[name] = tensor
     output.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "flam_config": model.config.name}
-    for filename, state in ((WEIGHTS_FILE, trained), (TEXT_TOWER_FILE, text_tower)):
+    files = [(WEIGHTS_FILE, trained)]
+    if shared_text_tower is None:
+        files.append((TEXT_TOWER_FILE, text_tower))
+    else:
+        from safetensors.torch import load_file
+
+        shared = Path(shared_text_tower).resolve()
+        existing = load_file(str(shared))
+        if existing.keys() != text_tower.keys() or not all(
+                torch.equal(existing[k], text_tower[k]) for k in text_tower):
+            raise ValueError(f"{shared} does not hold this model's text tower")
+        pointer = {"file": os.path.relpath(shared, output.resolve()),
+                   "sha256": sha256_of(shared)}
+        with atomic_path(output / TEXT_TOWER_POINTER) as tmp:
+            tmp.write_text(json.dumps(pointer, indent=2) + "\n", encoding="utf-8")
+    for filename, state in files:
         with atomic_path(output / filename) as tmp:
             save_file(state, str(tmp), metadata=metadata)
     config = model.config
@@ -125,6 +150,9 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
         tmp.write_bytes((run_dir / TextTokenizer.FILE).read_bytes())
     with atomic_path(output / CARD_FILE) as tmp:
         tmp.write_text(card, encoding="utf-8")
+    if (run_dir / NOTICE_FILE).is_file():
+        with atomic_path(output / NOTICE_FILE) as tmp:
+            tmp.write_bytes((run_dir / NOTICE_FILE).read_bytes())
     return output
 
 
@@ -143,6 +171,11 @@ def main(argv=None) -> int:
     pack.add_argument("--card", type=Path, required=True, help="the model card (README.md)")
     pack.add_argument("--presence-threshold", type=float,
                       help="the model's flam ground default (from bench/ground_presence.py)")
+    pack.add_argument("--fp16-weights", action="store_true",
+                      help="store the trained parts in fp16 too (computed in fp32)")
+    pack.add_argument("--shared-text-tower", type=Path,
+                      help="a packed text-tower.safetensors with the same frozen tower: point "
+                           "to it (text-tower.json) instead of writing a second copy")
     args = parser.parse_args(argv)
     if args.command == "init":
         model = build_flam_tiny_init(args.source, args.seed)
@@ -150,7 +183,9 @@ def main(argv=None) -> int:
                    card=f"# flam-tiny (untrained start)\n\n{MINILM_LICENCE}\n")
     else:
         pack_bundle(args.run, args.output, args.card.read_text(encoding="utf-8"),
-                    presence_threshold=args.presence_threshold)
+                    presence_threshold=args.presence_threshold,
+                    half_weights=args.fp16_weights,
+                    shared_text_tower=args.shared_text_tower)
     print(args.output)
     return 0
 

@@ -32,7 +32,10 @@ WEIGHTS_FILE = "model.safetensors"
 # A frozen text tower may live in its own file beside the weights (flam-tiny's MiniLM): it
 # never changes between retrainings, so a repository stores it once.
 TEXT_TOWER_FILE = "text-tower.safetensors"
+TEXT_TOWER_POINTER = "text-tower.json"  # instead of the file: where a shared copy lives
 CARD_FILE = "README.md"
+# Third-party attribution a model's weights require (flam-sfx: the aisfx tower, CC BY 4.0).
+NOTICE_FILE = "NOTICE"
 
 
 class ModelLoadError(Exception):
@@ -174,6 +177,34 @@ def read_model_config(directory: Path) -> FlamConfig:
         raise ModelLoadError(f"invalid {config_path}: {exc}") from None
 
 
+def shared_text_tower(directory: Path) -> Path | None:
+    """The frozen text tower's weights for a model directory: its own ``text-tower.safetensors``,
+    or the one a ``text-tower.json`` pointer names (``{"file": relative path, "sha256": …}``).
+
+    Two bundled models with the same frozen MiniLM (flam-sfx and flam-tiny) then ship its
+    43 MB once; the checksum makes sure the pointer still finds the same weights.
+    """
+    own = directory / TEXT_TOWER_FILE
+    if own.is_file():
+        return own
+    pointer = directory / TEXT_TOWER_POINTER
+    if not pointer.is_file():
+        return None
+    try:
+        spec = json.loads(pointer.read_text(encoding="utf-8"))
+        target = (directory / spec["file"]).resolve()
+        expected = spec["sha256"]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ModelLoadError(f"invalid {pointer}: {_first_line(exc)} (need a JSON object with "
+                             "'file' and 'sha256')") from None
+    if not target.is_file():
+        raise ModelLoadError(f"{pointer} names {target}, which does not exist")
+    if sha256_of(target) != expected:
+        raise ModelLoadError(f"{target} (named by {pointer}) is not the text tower this model "
+                             "was trained with (sha256 differs)")
+    return target
+
+
 def load_model_directory(directory: Path, info: ModelInfo | None = None,
                          weights: Path | None = None) -> FlamModel:
     directory = Path(directory)
@@ -194,8 +225,9 @@ def load_model_directory(directory: Path, info: ModelInfo | None = None,
     if not weights.is_file():
         raise ModelLoadError(f"{directory} has no weights file {weights.name}")
     state = read_state_dict(weights)
-    if (directory / TEXT_TOWER_FILE).is_file():
-        state.update(read_state_dict(directory / TEXT_TOWER_FILE))
+    text_tower = shared_text_tower(directory)
+    if text_tower is not None:
+        state.update(read_state_dict(text_tower))
     return build_from_state_dict(config, tokenizer, state,
                                  info or ModelInfo(name=config.name, source=str(directory)))
 
