@@ -33,13 +33,19 @@ class FrontendConfig:
         return self.window_samples // self.hop_length + 1
 
 
+# Towers of conv blocks + GRU, whose fields are channels and frames.
+CONV_TOWERS = ("cnn", "sfx")
+
+
 @dataclass
 class AudioEncoderConfig:
     """The audio tower: ``htsat`` (a Swin transformer over the folded log-mel image, the
-    published architecture) or ``cnn`` (conv blocks + GRU, :mod:`flamcli.models.cnn`).
+    published architecture), ``cnn`` (conv blocks + GRU, :mod:`flamcli.models.cnn`) or ``sfx``
+    (the pretrained aisfx sound-effects CNN + GRU, :mod:`flamcli.models.sfx`).
 
-    The HTSAT fields are ignored by ``cnn`` and the CNN fields (``channels``, ``frames``,
-    ``dropout``, ``freq_masks``, ``freq_mask_bins``) by ``htsat``.
+    The HTSAT fields are ignored by ``cnn`` and ``sfx``, and the CNN fields (``channels``,
+    ``frames``, ``dropout``, ``freq_masks``, ``freq_mask_bins``) by ``htsat``; ``sfx`` has no
+    frequency masking.
     """
 
     kind: str = "htsat"
@@ -62,7 +68,7 @@ class AudioEncoderConfig:
 
     @property
     def out_dim(self) -> int:
-        if self.kind == "cnn":
+        if self.kind in CONV_TOWERS:
             return self.channels[-1]
         return self.embed_dim * 2 ** (len(self.depths) - 1)
 
@@ -72,7 +78,7 @@ class AudioEncoderConfig:
 
     @property
     def frames_per_window(self) -> int:
-        if self.kind == "cnn":
+        if self.kind in CONV_TOWERS:
             return self.frames
         # Each time chunk of the fold contributes one frame per final-grid column.
         return self.freq_ratio * self.final_grid
@@ -133,11 +139,12 @@ class FlamConfig:
             raise ValueError("text: hidden_size must be a multiple of num_heads")
         if not isinstance(t.lowercase, bool):
             raise ValueError(f"text: lowercase must be true or false, not {t.lowercase!r}")
-        if a.kind not in ("htsat", "cnn"):
-            raise ValueError(f"audio kind must be htsat or cnn, not {a.kind!r}")
-        if a.kind == "cnn":
+        if a.kind not in ("htsat",) + CONV_TOWERS:
+            raise ValueError(f"audio kind must be htsat, cnn or sfx, not {a.kind!r}")
+        if a.kind in CONV_TOWERS:
             if not a.channels or min(a.channels) < 2 or a.frames < 1:
-                raise ValueError("a cnn audio tower needs channels (each ≥ 2) and frames ≥ 1")
+                raise ValueError(f"a {a.kind} audio tower needs channels (each ≥ 2) and "
+                                 "frames ≥ 1")
             if f.window_samples % self.frames_per_window:
                 raise ValueError("window samples must be a multiple of the frame count")
             if a.freq_masks < 0 or not 1 <= a.freq_mask_bins <= f.n_mels:
@@ -263,6 +270,27 @@ def flam_tiny_config() -> FlamConfig:
             intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2,
             layer_norm_eps=1e-12, pad_token_id=0, max_length=77, pooling="mean", lowercase=True,
         ),
+        embed_dim=256,
+        beta_init=-4.0,
+    )
+
+
+def flam_sfx_config() -> FlamConfig:
+    """flam-sfx: the pretrained aisfx sound-effects CNN (Ma & Lerch, ISMIR 2022; CC BY 4.0) as
+    the audio tower, at its own front end (44.1 kHz, 96 HTK mel bands, 23.2 ms hop), with 50
+    frames of 0.2 s per 10 s window and a bidirectional GRU; the frozen all-MiniLM-L6-v2 as
+    the text tower, as in flam-tiny. The conv blocks come from the converted aisfx weights
+    (``python -m flamcli.models.sfx convert``); the rest is trained by flam.
+    """
+    tiny = flam_tiny_config()
+    return FlamConfig(
+        name="flam-sfx",
+        frontend=FrontendConfig(
+            sample_rate=44_100, n_fft=2048, hop_length=1024, n_mels=96, f_min=0.0,
+            f_max=22_050.0,
+        ),
+        audio=AudioEncoderConfig(kind="sfx", channels=(64, 128, 256, 512), frames=50),
+        text=tiny.text,
         embed_dim=256,
         beta_init=-4.0,
     )

@@ -17,6 +17,7 @@ from .config import FlamConfig
 from .linear import Linear
 from .cnn import CNNEncoder
 from .htsat import HTSATEncoder
+from .sfx import SfxEncoder
 from .text import TextEncoder, TextTokenizer
 
 
@@ -92,7 +93,7 @@ class FlamModel(nn.Module):
         self.logit_scale_a = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         # Global SED scale exp(0) = 1, frozen, as in the published model.
         self.aed_logit_scale = nn.Parameter(torch.tensor(0.0), requires_grad=False)
-        tower = CNNEncoder if config.audio.kind == "cnn" else HTSATEncoder
+        tower = {"cnn": CNNEncoder, "sfx": SfxEncoder}.get(config.audio.kind, HTSATEncoder)
         self.audio_branch = tower(config.frontend, config.audio)
         self.audio_projection = projection(config.audio.out_dim, config.embed_dim)
         self.text_branch = TextEncoder(config.text)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_path, write_text_atomic
+from ..models.config import CONV_TOWERS
 from .losses import FlamLoss, LossConfig, build_text_slots
 
 
@@ -194,9 +195,9 @@ def build_model(cfg: TrainConfig):
 
 
 def set_frames(config, frames: int | None) -> None:
-    """Change a cnn tower's output frames per window in place (its module reads the config)."""
+    """Change a conv tower's output frames per window in place (its module reads the config)."""
     if frames is not None and frames != config.frames_per_window:
-        _set_cnn_field(config, "--frames", "frames", frames)
+        _set_cnn_field(config, "--frames", "frames", frames, kinds=CONV_TOWERS)
 
 
 def set_freq_masks(config, bands: int | None) -> None:
@@ -205,10 +206,11 @@ def set_freq_masks(config, bands: int | None) -> None:
         _set_cnn_field(config, "--freq-masks", "freq_masks", bands)
 
 
-def _set_cnn_field(config, option: str, name: str, value: int) -> None:
-    if config.audio.kind != "cnn":
-        raise TrainingUsageError(f"{option} {value}: only a cnn audio tower has it "
-                                 f"({config.name} has a {config.audio.kind} tower)")
+def _set_cnn_field(config, option: str, name: str, value: int,
+                   kinds: tuple[str, ...] = ("cnn",)) -> None:
+    if config.audio.kind not in kinds:
+        raise TrainingUsageError(f"{option} {value}: only a {' or '.join(kinds)} audio tower "
+                                 f"has it ({config.name} has a {config.audio.kind} tower)")
     old = getattr(config.audio, name)
     setattr(config.audio, name, value)
     try:
