@@ -8,7 +8,8 @@ only the ``detect()`` call is timed; text encoding is part of it, as it is part 
 Models are random-weight builds of the real architectures — timing does not depend on weights:
 ``base``  = OpenFLAM-v1-base shape (HTSAT-base + RoBERTa-base, 48 kHz, ~197 M parameters);
 ``debug`` = the tiny built-in debug model (16 kHz);
-``tiny``  = flam-tiny, the bundled model (CNN audio tower + MiniLM, 16 kHz).
+``tiny``  = flam-tiny, the small bundled model (CNN audio tower + MiniLM, 16 kHz);
+``sfx``   = flam-sfx, the bundled model with the pretrained aisfx tower (+ MiniLM, 44.1 kHz).
 
 Sections (``--sections``):
   throughput  every model × thread count on the long file (default 1 h, 44.1 kHz stereo WAV)
@@ -137,20 +138,22 @@ def build_model(name: str):
         from flamcli.models.registry import build_debug_model
 
         model = build_debug_model()
-    elif name == "tiny":
-        # The bundled flam-tiny when installed; else its architecture with random weights
+    elif name in ("tiny", "sfx"):
+        # The bundled model when installed; else its architecture with random weights
         # (timing does not depend on the weights).
+        from flamcli.models.config import flam_sfx_config, flam_tiny_config
         from flamcli.models.registry import bundled_model_dir, load_model
 
-        if bundled_model_dir("flam-tiny") is not None:
-            model = load_model("flam-tiny", device="cpu")
+        bundled, architecture = {"tiny": ("flam-tiny", flam_tiny_config),
+                                 "sfx": ("flam-sfx", flam_sfx_config)}[name]
+        if bundled_model_dir(bundled) is not None:
+            model = load_model(bundled, device="cpu")
         else:
-            from flamcli.models.config import flam_tiny_config
             from flamcli.models.flam import FlamModel
             from flamcli.models.text import TextTokenizer, byte_tokenizer
 
             torch.manual_seed(0)
-            cfg = flam_tiny_config()
+            cfg = architecture()
             model = FlamModel(cfg, TextTokenizer(byte_tokenizer(), cfg.text)).eval()
     else:
         raise SystemExit(f"unknown model {name!r}")
@@ -302,7 +305,7 @@ def main(argv=None) -> int:
                     help="short file for the RSS comparison (default 1)")
     ap.add_argument("--query-minutes", type=float, default=10.0,
                     help="file for the 1-vs-20-query comparison (default 10)")
-    ap.add_argument("--models", default="base,debug", help="comma list of base, debug, tiny")
+    ap.add_argument("--models", default="base,debug", help="comma list of base, debug, tiny, sfx")
     ap.add_argument("--threads", default="1,2", help="comma list of thread counts")
     ap.add_argument("--query-threads", type=int, default=1,
                     help="thread count for the query comparison (default 1)")
