@@ -105,3 +105,27 @@ def test_open_set_statistics_against_worked_values(presence):
     assert out["cohort_share"] == pytest.approx(2.0 + math.log(share), abs=1e-4)
     # a query all rivals beat everywhere never wins
     assert presence.open_set_statistics(p([-5.0, -5.0]), p([[0.0, 0.0]]))["vocabulary_win"] == 0
+
+
+def _frame_auroc():
+    path = Path(__file__).resolve().parents[1] / "bench" / "frame_auroc.py"
+    spec = importlib.util.spec_from_file_location("frame_auroc", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_frame_auroc_counts_pairs_and_ties_by_hand():
+    import numpy as np
+
+    module = _frame_auroc()
+    labels = np.array([1, 0, 1, 0, 0])
+    assert module.roc_area(labels, np.array([0.9, 0.1, 0.8, 0.2, 0.3])) == 1.0
+    assert module.roc_area(labels, np.array([0.1, 0.9, 0.2, 0.8, 0.7])) == 0.0
+    # positives 0.5 and 0.2 against negatives 0.4, 0.1, 0.6: wins 2 + 1 of 6 pairs
+    assert module.roc_area(labels, np.array([0.5, 0.4, 0.2, 0.1, 0.6])) == pytest.approx(3 / 6)
+    assert module.roc_area(labels, np.array([0.5, 0.5, 0.5, 0.5, 0.5])) == 0.5  # all tied
+    # frames of 0.2 s: an event 0.3–0.7 s covers frames 1, 2 and 3
+    target = module.frame_targets([{"a": [[0.3, 0.7]]}], ["a", "b"], 5, 1.0)
+    assert target[0, 0].tolist() == [False, True, True, True, False]
+    assert not target[0, 1].any()
