@@ -24,17 +24,24 @@ TIME_POOLED_BLOCKS = 3
 
 
 class ConvBlock(nn.Module):
-    def __init__(self, channels_in: int, channels_out: int, pool: tuple[int, int]):
+    """Two 3×3 conv (no bias) + BatchNorm + ReLU, then pooling: average with a partial last
+    window kept (flam-tiny's tower), or max with it dropped (aisfx's, as published)."""
+
+    def __init__(self, channels_in: int, channels_out: int, pool: tuple[int, int],
+                 max_pool: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels_out)
         self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels_out)
         self.pool = pool
+        self.max_pool = max_pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
+        if self.max_pool:
+            return F.max_pool2d(x, self.pool) if self.pool != (1, 1) else x
         return F.avg_pool2d(x, self.pool, ceil_mode=True)
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from .cnn import ConvBlock
 from .config import AudioEncoderConfig, FrontendConfig
 from .frontend import on_cpu
 
@@ -96,23 +97,6 @@ class SfxFrontend(nn.Module):
         return torch.log10(torch.matmul(power, mel_matrix) * 1e4 + 1.0) / AISFX_SPEC_MAX
 
 
-class SfxBlock(nn.Module):
-    """aisfx's ConvBlock: two 3×3 conv (no bias) + BatchNorm + ReLU, then max pooling."""
-
-    def __init__(self, channels_in: int, channels_out: int, pool: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels_out)
-        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels_out)
-        self.pool = pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        return F.max_pool2d(x, self.pool) if self.pool > 1 else x
-
-
 class SfxEncoder(nn.Module):
     """[B, samples] at 44.1 kHz → frame features [B, frames, channels[-1]].
 
@@ -127,7 +111,8 @@ class SfxEncoder(nn.Module):
         self.frontend = SfxFrontend(frontend)
         blocks, previous = [], 1
         for i, width in enumerate(config.channels):
-            blocks.append(SfxBlock(previous, width, 2 if i < len(config.channels) - 1 else 1))
+            pool = (2, 2) if i < len(config.channels) - 1 else (1, 1)
+            blocks.append(ConvBlock(previous, width, pool, max_pool=True))
             previous = width
         self.blocks = nn.ModuleList(blocks)
         # The pretrained blocks end in ReLU + mean over mel: non-negative features whose scale
