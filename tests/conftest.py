@@ -90,3 +90,18 @@ def train_data(tmp_path_factory):
     manifest = write_manifest(clips, corpus / "corpus.csv")
     synthesize(read_manifest(manifest), SedRecipe(sample_rate=16000), root / "mix", 8, seed=0)
     return root / "mix", manifest
+
+
+@pytest.fixture(scope="session")
+def build_corpus():
+    """examples/corpus/build_corpus.py as a module (it is a script, not part of flamcli)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "corpus" / "build_corpus.py"
+    spec = importlib.util.spec_from_file_location("build_corpus", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being built
+    spec.loader.exec_module(module)
+    return module

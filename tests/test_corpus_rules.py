@@ -3,8 +3,6 @@
 The corpus script is an example, not part of the package, so it is loaded from its path.
 """
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,13 +10,6 @@ import pytest
 CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus"
 
 
-@pytest.fixture(scope="module")
-def build_corpus():
-    spec = importlib.util.spec_from_file_location("build_corpus", CORPUS / "build_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
