@@ -53,11 +53,12 @@ AISFX_NOTICE = (
     "A. Lerch, \"Representation Learning for the Automatic Indexing of Sound Effects "
     "Libraries\" (ISMIR 2022), from the PyPI package aisfx 0.1.2 (https://github.com/alisonbma/"
     "aisfx), © 2022 A. B. Ma and A. Lerch, licensed under CC BY 4.0 "
-    "(https://creativecommons.org/licenses/by/4.0/). Changes: converted to safetensors, the "
-    "nine classifier heads dropped, the time max-pool replaced by frame outputs, a GRU and "
-    "FLAM's projection and heads added, and the whole fine-tuned for sound event detection."
+    "(https://creativecommons.org/licenses/by/4.0/). Changes: converted to safetensors and "
+    "the nine classifier heads dropped; flam models built on it replace the time max-pool by "
+    "frame outputs and add a GRU and FLAM's projection and heads, trained for sound event "
+    "detection."
 )
-# Tensors in aisfx's pickle besides tensors: numpy scalars and dtypes inside its dataset dict.
+# Globals in aisfx's pickle besides tensors: numpy scalars and dtypes inside its dataset dict.
 # Only these are allowed to torch's weights-only unpickler, which runs no other code.
 _NUMPY_GLOBALS = ("numpy.core.multiarray.scalar",)
 
