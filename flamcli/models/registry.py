@@ -181,8 +181,9 @@ def shared_text_tower(directory: Path) -> Path | None:
     """The frozen text tower's weights for a model directory: its own ``text-tower.safetensors``,
     or the one a ``text-tower.json`` pointer names (``{"file": relative path, "sha256": …}``).
 
-    Two bundled models with the same frozen MiniLM (flam-sfx and flam-tiny) then ship its
-    43 MB once; the checksum makes sure the pointer still finds the same weights.
+    Two models packed with the same frozen MiniLM (e.g. a second bundled model beside
+    flam-tiny) then ship its 43 MB once; the checksum makes sure the pointer still finds the
+    same weights.
     """
     own = directory / TEXT_TOWER_FILE
     if own.is_file():

@@ -58,9 +58,9 @@ AISFX_NOTICE = (
     "frame outputs and add a GRU and FLAM's projection and heads, trained for sound event "
     "detection."
 )
-# Globals in aisfx's pickle besides tensors: numpy scalars and dtypes inside its dataset dict.
-# Only these are allowed to torch's weights-only unpickler, which runs no other code.
-_NUMPY_GLOBALS = ("numpy.core.multiarray.scalar",)
+# The numpy scalar global in aisfx's pickle (its dataset dict), by the name numpy 1 wrote; with
+# numpy's dtypes, the only globals torch's weights-only unpickler is allowed besides tensors.
+_NUMPY_SCALAR_NAME = "numpy.core.multiarray.scalar"
 
 
 @on_cpu
@@ -151,7 +151,7 @@ def aisfx_tower_state(checkpoint: bytes, prefix: str = "audio_branch.") -> dict[
 
     scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
     # Its old name (the published file was written under numpy 1) and its own (numpy 2).
-    allowed = [(scalar, _NUMPY_GLOBALS[0]), scalar, np.dtype]
+    allowed = [(scalar, _NUMPY_SCALAR_NAME), scalar, np.dtype]
     allowed += [getattr(np.dtypes, name) for name in ("Int64DType", "Float64DType")
                 if hasattr(np, "dtypes")]
     with torch.serialization.safe_globals(allowed):
@@ -180,7 +180,6 @@ def read_aisfx_wheel(wheel: Path) -> bytes:
 
 
 TOWER_FILE = "sfx-tower.safetensors"
-NOTICE_FILE = "NOTICE"  # the same name as registry.NOTICE_FILE (importing it here would cycle)
 
 
 def convert(wheel: Path, output: Path, half: bool = False) -> Path:
@@ -189,6 +188,7 @@ def convert(wheel: Path, output: Path, half: bool = False) -> Path:
     from safetensors.torch import save_file
 
     from ..io import atomic_path
+    from .registry import NOTICE_FILE  # here: the registry imports this module's tower
 
     state = aisfx_tower_state(read_aisfx_wheel(wheel))
     if half:
