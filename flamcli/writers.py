@@ -8,6 +8,7 @@ pipe as files finish; whole-document formats (json) emit in ``close``. Numbers a
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -214,22 +215,33 @@ def get_writer(fmt: str, stream: TextIO, metadata: dict | None = None,
     return writers[fmt](stream, metadata)
 
 
-def write_file_outputs(result: FileResult, directory, plot: bool = True) -> list:
+DETECT_RECORD_SUFFIX = ".detect.json"  # what `flam review` reads back (flamcli.review)
+DETECT_RECORD_FORMAT = "flam-detect-record/1"
+
+
+def write_file_outputs(result: FileResult, directory, plot: bool = True,
+                       settings: dict | None = None) -> list:
     """Per-file outputs under ``directory``, each written atomically:
-    ``<stem>.events.tsv``, ``<stem>.labels.txt`` (Audacity), ``<stem>.scores.tsv``, ``<stem>.png``.
+    ``<stem>.events.tsv``, ``<stem>.labels.txt`` (Audacity), ``<stem>.scores.tsv``, ``<stem>.png``
+    and, last, ``<stem>.detect.json``: which audio file the result came from, the queries,
+    thresholds and ``settings`` used, detect's events at full precision and the checksums of
+    the files above (so that `flam review` can tell a track edited by hand). Written last, its
+    presence means the other files of that stem are complete.
     """
     from pathlib import Path
 
     base = Path(directory) / result.stem
-    written = []
+    written, checksums = [], {}
     for suffix, text in (
         (".events.tsv", events_table_text(result)),
         (".labels.txt", audacity_labels(result)),
         (".scores.tsv", score_table_text(result)),
     ):
         target = base.parent / (base.name + suffix)
+        data = text.encode("utf-8")
         with atomic_path(target) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+            tmp.write_bytes(data)
+        checksums[suffix[1:]] = hashlib.sha256(data).hexdigest()
         written.append(target)
     if plot:
         from .plots import plot_result
@@ -238,4 +250,38 @@ def write_file_outputs(result: FileResult, directory, plot: bool = True) -> list
         with atomic_path(target) as tmp:
             plot_result(result, tmp)
         written.append(target)
+    target = base.parent / (base.name + DETECT_RECORD_SUFFIX)
+    record = detect_record(result, target.parent, settings or {}, checksums)
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    written.append(target)
     return written
+
+
+def detect_record(result: FileResult, record_dir, settings: dict, checksums: dict) -> dict:
+    """The ``<stem>.detect.json`` document (see :func:`write_file_outputs`). The audio path is
+    kept absolute and relative to the record, so a folder moved together with its recordings
+    still finds them."""
+    import os
+
+    audio = os.path.abspath(result.path) if result.path is not None else None
+    try:
+        relative = os.path.relpath(audio, os.path.abspath(record_dir)) if audio else None
+    except ValueError:  # another drive on Windows
+        relative = None
+    return {
+        "format": DETECT_RECORD_FORMAT,
+        "file": result.file,
+        "audio": audio,
+        "audio_relative": relative,
+        "duration": result.duration,
+        "sample_rate": result.sample_rate,
+        "frame_seconds": result.frame_seconds,
+        "queries": result.queries,
+        "thresholds": dict(zip(result.queries, result.thresholds)),
+        "settings": settings,
+        "model": result.model.as_dict() if result.model else None,
+        "events": [{"onset": e.onset, "offset": e.offset, "query": e.query,
+                    "confidence": e.confidence} for e in result.events],
+        "outputs": checksums,
+    }

@@ -42,7 +42,8 @@ def test_output_dir_writes_events_labels_scores_and_plot(cli, tmp_path):
     result = cli("detect", EXAMPLE, "dog barks", "speech", "-m", "debug", "-o", out, "-t", "0.1")
     assert result.exit_code == 0, result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "dog_park.events.tsv", "dog_park.labels.txt", "dog_park.png", "dog_park.scores.tsv"]
+        "dog_park.detect.json", "dog_park.events.tsv", "dog_park.labels.txt", "dog_park.png",
+        "dog_park.scores.tsv"]
     assert (out / "dog_park.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Audacity label track: START<TAB>END<TAB>TEXT, 6 decimals, no header, no blank lines
     labels = (out / "dog_park.labels.txt").read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ def main_callback(version: VersionOption = None) -> None:
 
 
 def _register() -> None:
-    from . import detect, evaluate, ground, models, synth, train  # noqa: F401  (each module adds its command to ``app``)
+    from . import detect, evaluate, ground, models, review, synth, train  # noqa: F401  (each module adds its command to ``app``)
 
 
 _register()

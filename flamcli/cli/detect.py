@@ -196,7 +196,8 @@ def detect(
 
 def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_filter,
          min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
-         batch_size, threads, quiet, cache_dir=None) -> int:
+         batch_size, threads, quiet, cache_dir=None, stdout=None) -> int:
+    """``stdout``: where the ``fmt`` table goes (default sys.stdout; `flam review` passes a sink)."""
     from ..detection import QueryError, iter_detect, resolve_thresholds
     from ..models.registry import ModelLoadError, load_model
     from ..writers import get_writer, write_file_outputs
@@ -235,9 +236,12 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
         return ExitCode.USAGE
 
     metadata = {"model": model.info.as_dict()}
+    # Recorded beside each file's outputs (<stem>.detect.json) for `flam review`.
+    settings = {"median_filter": median_filter, "min_duration": min_duration,
+                "merge_gap": merge_gap, "overlap": overlap, "approximate": approximate}
     # Under torchrun only rank 0 prints (the gathered results); a table writer starts with its
     # header, so the other ranks' writers must not reach stdout at all.
-    stream = sys.stdout if rank == 0 else io.StringIO()
+    stream = (stdout or sys.stdout) if rank == 0 else io.StringIO()
     writer = get_writer(fmt.value, stream, metadata, multiple_files=len(inputs) > 1)
     bar = progress_bar(quiet)
     task = None
@@ -266,7 +270,7 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
                 failed = True
             elif output_dir is not None:
                 try:
-                    write_file_outputs(result, output_dir, plot=not no_plot)
+                    write_file_outputs(result, output_dir, plot=not no_plot, settings=settings)
                 except OSError as exc:
                     log.error(f"{output_dir}: cannot write outputs for {result.file}: {exc}")
                     failed = True
