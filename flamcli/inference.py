@@ -106,7 +106,18 @@ class Spectrogram:
     def image(self) -> np.ndarray:
         """[mels, columns] in dB; empty columns stay at the floor."""
         mean = self.sums / np.maximum(self.counts, 1)[:, None]
-        return (10 * np.log10(np.maximum(mean, 1e-10))).T.astype(np.float32)
+        return self._decibels(mean)
+
+    def sampled_image(self, chunks: np.ndarray) -> np.ndarray:
+        """[mels, columns] in dB from one short chunk of samples per column [columns, samples]
+        (a few frames each, in one batched transform): `flam review`'s picture of a long range."""
+        with torch.no_grad():
+            power = self.transform(torch.from_numpy(np.ascontiguousarray(chunks))).mean(dim=-1)
+        return self._decibels(power.numpy())
+
+    @staticmethod
+    def _decibels(power: np.ndarray) -> np.ndarray:
+        return (10 * np.log10(np.maximum(power, 1e-10))).T.astype(np.float32)
 
 
 @dataclass

@@ -385,3 +385,41 @@ def test_review_detects_first_then_serves_until_ctrl_c(tmp_path, make_audio):
     _, err = process.communicate(timeout=20)
     assert process.returncode == 0 and "yard-review: resuming its review" in err
     assert not (tmp_path / "yard-review-2").exists()
+
+
+def test_a_record_linking_out_of_the_folder_is_skipped(folder, tmp_path, make_audio):
+    outside = detect_folder(tmp_path, make_audio("far.wav", seconds=10.0), [], name="elsewhere")
+    (folder / "far.detect.json").symlink_to(outside / "far.detect.json")
+    review = ReviewFolder.open(folder)
+    assert sorted(review.files) == ["park"]
+    assert any("links outside" in w for w in review.warnings)
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(folder, cli):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = cli("review", folder, "--no-browser", "--port", taken.getsockname()[1])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "cannot listen on 127.0.0.1" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_reviewed_files_that_cannot_be_written_keep_the_decision_in_the_log(folder):
+    review = ReviewFolder.open(folder)
+    (folder / "park.reviewed.tsv").mkdir()  # a directory where the table should go
+    with pytest.raises(DecisionError, match="decision saved in review.jsonl") as caught:
+        review.decide("park", "accept", "d0")
+    assert caught.value.status == 507
+    (folder / "park.reviewed.tsv").rmdir()
+    assert ReviewFolder.open(folder).files["park"].events["d0"].status == "accepted"
+    assert (folder / "park.reviewed.tsv").read_text().count("\n") == 2
+
+
+def test_detecting_again_into_a_reviewed_folder_is_refused(folder, tmp_path, cli):
+    ReviewFolder.open(folder).decide("park", "accept", "d0")
+    before = (folder / "park.detect.json").read_bytes()
+    result = cli("review", tmp_path / "park.wav", "a siren", "-o", folder, "-m", "debug", "--no-browser")
+    assert result.exit_code == 2 and "already holds a review of other queries" in result.stderr
+    assert (folder / "park.detect.json").read_bytes() == before

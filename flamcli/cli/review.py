@@ -129,17 +129,30 @@ def _detect_first(log, arguments, query, queries_file, output, thresholds, model
 
     audio_args, raw_queries = gather_arguments(log, arguments, query, queries_file)
     queries = usable_queries(log, raw_queries, 'flam review clip.wav "dog barks"')
+
+    def same_detection(folder: Path) -> bool | None:
+        """True: a review of these queries to resume; False: another one; None: no review."""
+        try:
+            files = ReviewFolder.open(folder, check_outputs=False).files.values()
+        except ReviewError:
+            return None
+        return all(f.queries == queries for f in files)
+
     if output is None:
         base = Path(audio_args[0].rstrip("/\\")).stem or "audio"
         output, n = Path(f"{base}-review"), 2
-        while output.exists():
-            try:  # the same detection done before: resume its review
-                if all(f.queries == queries for f in ReviewFolder.open(output).files.values()):
-                    log.info(f"{output}: resuming its review (delete the folder to detect again)")
-                    return output, ExitCode.OK
-            except ReviewError:
-                pass
+        while output.exists() and not same_detection(output):
             output, n = Path(f"{base}-review-{n}"), n + 1
+    if output.exists():
+        found = same_detection(output)
+        if found:
+            log.info(f"{output}: resuming its review (delete the folder to detect again)")
+            return output, ExitCode.OK
+        if found is False and (output / "review.jsonl").exists():
+            # Detecting again would renumber the events its decisions refer to.
+            log.error(f"-o {output}: already holds a review of other queries; choose another "
+                      "folder")
+            raise typer.Exit(ExitCode.USAGE)
     log.info(f"detecting into {output}")
     code = _run(log, audio_args, queries, Format.tsv, output, thresholds, DEFAULT_MEDIAN_FILTER,
                 0.0, 0.0, DEFAULT_OVERLAP, False, False, model, None, "auto", 8, None, quiet,
@@ -157,26 +170,26 @@ def _serve(log: Log, folder, port: int, no_browser: bool) -> int:
     except OSError as exc:
         log.error(f"--port {port}: cannot listen on 127.0.0.1 ({exc.strerror or exc})")
         return ExitCode.USAGE
-    counts = folder.summaries()
-    pending = sum(f["pending"] for f in counts)
-    log.info(f"reviewing {len(counts)} file(s), {pending} event(s) to decide, in {folder.directory}; "
-             "Ctrl-C stops")
-    print(server.url, flush=True)  # machine output: the one line a script needs
-    if not no_browser:
-        import webbrowser
-
-        if not webbrowser.open(server.url):
-            log.info("no browser found: open the URL above")
 
     def stop(_signum, _frame):
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    counts = folder.summaries()
+    pending = sum(f["pending"] for f in counts)
+    log.info(f"reviewing {len(counts)} file(s), {pending} event(s) to decide, in {folder.directory}; "
+             "Ctrl-C stops")
     try:
+        signal.signal(signal.SIGTERM, stop)  # before the URL: a script may stop us once it has it
+        print(server.url, flush=True)  # machine output: the one line a script needs
+        if not no_browser:
+            import webbrowser
+
+            if not webbrowser.open(server.url):
+                log.info("no browser found: open the URL above")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
+        server.close()
     log.info(f"stopped; every decision is saved in {folder.directory / 'review.jsonl'}")
     return ExitCode.OK

@@ -115,7 +115,7 @@ def _sha(data: bytes) -> str:
 def _sha_of_file(path: Path) -> str | None:
     try:
         return _sha(path.read_bytes())
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):  # nothing of ours there to protect
         return None
 
 
@@ -404,7 +404,12 @@ class ReviewFolder:
             review_file.decisions.append(entry["seq"])
         review_file.known_outputs.update(entry["outputs"].values())
         self.last_decision = {"file": review_file.stem, "event": event_id}
-        self._write_outputs(review_file)
+        try:
+            self._write_outputs(review_file)
+        except OSError as exc:  # the log holds the decision; the files follow on the next write
+            raise DecisionError(f"decision saved in {LOG_NAME}, but {exc.filename}: "
+                                f"{exc.strerror or exc}; the reviewed files are rewritten on the "
+                                "next decision or restart", 507) from exc
         return {"event": event_id, "after": after, "seq": entry["seq"]}
 
     def _append(self, entry: dict) -> None:
@@ -447,7 +452,15 @@ class ReviewFolder:
 
     # -- summaries and export --------------------------------------------------------------
     def summaries(self) -> list[dict]:
-        return [f.summary() for f in sorted(self.files.values(), key=lambda f: f.stem)]
+        with self._lock:
+            return [f.summary() for f in sorted(self.files.values(), key=lambda f: f.stem)]
+
+    def events_of(self, stem: str) -> tuple[dict, list[dict]]:
+        """(summary, events in time order) of one file, consistent with each other even while
+        another request decides."""
+        with self._lock:
+            review_file = self.file(stem)
+            return review_file.summary(), [e.as_dict() for e in review_file.ordered_events()]
 
     def export_table(self) -> tuple[str, list[str]]:
         """One DCASE table (``filename onset offset event_label``) of every file's accepted and

@@ -56,13 +56,14 @@ def spectrogram_picture(path: Path, start: float, end: float, width: int) -> byt
             # A few consecutive frames at the middle of each column: a faithful overview of a
             # long range at a fraction of the decoding.
             length = n_fft + (FRAMES_PER_SAMPLED_COLUMN - 1) * picture.hop
+            chunks = np.zeros((columns, length), dtype=np.float32)
             for column in range(columns):
                 middle = first + int((column + 0.5) * picture.column_seconds * rate)
                 at = min(max(first, middle - length // 2), max(first, last - length))
                 handle.seek(at)
                 samples = _mono(handle.read(length, dtype="float32", always_2d=True))
-                if len(samples) >= n_fft:
-                    picture.add(samples, at - first, (FRAMES_PER_SAMPLED_COLUMN - 1) * picture.hop + 1)
+                chunks[column, :len(samples)] = samples
+            return _png(picture.sampled_image(chunks))
     image = picture.image()  # [mels, columns] dB
     if image.shape[1] < columns:
         floor = image.min() if image.size else -100.0

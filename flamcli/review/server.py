@@ -61,19 +61,28 @@ class ReviewServer:
         return f"http://127.0.0.1:{self.port}/?token={self.token}"
 
     def serve_forever(self) -> None:
+        # The first picture would otherwise pay for importing torch, torchaudio and matplotlib.
+        threading.Thread(target=_warm_up, daemon=True).start()
         self.httpd.serve_forever(poll_interval=0.2)
 
     def shutdown(self) -> None:
+        """Stop a server running in another thread (waits for its loop), then close."""
         self.httpd.shutdown()
+        self.close()
+
+    def close(self) -> None:
+        """Release the socket. After :meth:`serve_forever` ended in this thread (Ctrl-C), this is
+        all that is left to do: ``shutdown`` would wait for a loop that will never run again."""
         self.httpd.server_close()
 
     # -- data the routes return ---------------------------------------------------------------
     def file_view(self, stem: str, with_scores: bool = True) -> dict:
         """One file for the page: its events, and (``with_scores``) detect's curves."""
         review_file = self.folder.file(stem)
-        view = {**review_file.summary(), "sample_rate": review_file.sample_rate,
+        summary, events = self.folder.events_of(stem)
+        view = {**summary, "sample_rate": review_file.sample_rate,
                 "queries": review_file.queries, "thresholds": review_file.thresholds,
-                "events": [e.as_dict() for e in review_file.ordered_events()]}
+                "events": events}
         if not with_scores:
             return view
         if stem not in self._curves:
@@ -128,6 +137,11 @@ class ReviewServer:
         if review_file.audio is None:
             raise MediaError(f"{review_file.file}: audio file moved or deleted")
         return audio_clip(review_file.audio, start, end)
+
+
+def _warm_up() -> None:
+    import matplotlib.image  # noqa: F401
+    import torchaudio  # noqa: F401
 
 
 class _Handler(BaseHTTPRequestHandler):

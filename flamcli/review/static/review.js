@@ -9,7 +9,7 @@
   const CONTEXT = 0.5;  // seconds played before and after an event
   const EDGE = 6;  // pixels within which a drag takes an event's boundary
   const NUDGE = 0.1;  // seconds per [ ] { } key
-  const SPEC_H = 170, GAP = 8, AXIS_H = 20;
+  const SPEC_H = 150, GAP = 8, AXIS_H = 20;
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("canvas"), ctx = canvas.getContext("2d");
@@ -80,6 +80,7 @@
       $("problems").textContent = data.problems.join("\n");
     }
     renderFiles();
+    S.listShownAt = performance.now();  // ms since the page was requested (bench/bench_review.py)
     const wanted = new URLSearchParams(location.hash.slice(1));
     let stem = wanted.get("file"), event = wanted.get("event");
     if (!stem && data.resume) { stem = data.resume.file; event = data.resume.event; }
@@ -108,7 +109,8 @@
       name.className = "name"; name.textContent = f.file; name.title = f.file;
       const count = document.createElement("span");
       count.className = "count";
-      count.textContent = f.events === 0 ? "no events" : `${f.events - f.pending}/${f.events} · ${f.events} ev.`;
+      count.textContent = f.events === 0 ? "no events" : f.pending === 0 ? `✓ ${f.events} decided`
+        : `${f.events - f.pending}/${f.events} decided`;
       li.append(name, count);
       li.addEventListener("click", () => openFile(f.stem));
       list.append(li);
@@ -125,8 +127,16 @@
   async function openFile(stem, eventId) {
     const f = S.files.find((x) => x.stem === stem);
     if (!f) return;
+    const began = performance.now();
     S.ready = false;
     cancelAdd();
+    // The picture and the events load side by side.
+    const img = new Image();
+    const pictureLoaded = !f.audio ? Promise.resolve() : new Promise((resolve) => {
+      img.onload = resolve;
+      img.onerror = () => { S.errors.push("spectrogram failed"); resolve(); };
+      img.src = url("/api/spectrogram", { file: stem, width: 2048 });
+    });
     const view = await getJSON("/api/file", { file: stem });
     S.file = view; S.tile = null; S.overview = null; S.selected = null;
     S.view = { start: 0, end: Math.max(view.duration, 1e-3) };
@@ -140,12 +150,7 @@
     renderFiles();
     renderTable();
     if (!f.audio) { S.ready = true; S.loads++; draw(); return; }
-    const img = new Image();
-    await new Promise((resolve) => {
-      img.onload = resolve;
-      img.onerror = () => { S.errors.push("spectrogram failed"); resolve(); };
-      img.src = url("/api/spectrogram", { file: stem, width: 2048 });
-    });
+    await pictureLoaded;
     if (!S.file || S.file.stem !== stem) return;
     S.overview = img.naturalWidth ? img : null;
     const target = eventId && view.events.find((e) => e.id === eventId);
@@ -154,6 +159,7 @@
     else updateEditor();
     draw();
     S.ready = true; S.loads++;
+    S.openedAt = performance.now(); S.openMs = S.openedAt - began;
   }
 
   function firstPending() {
@@ -369,9 +375,17 @@
     updateEditor();
     for (const tr of document.querySelectorAll("#events tbody tr")) {
       tr.classList.toggle("selected", tr.dataset.id === id);
-      if (tr.dataset.id === id) tr.scrollIntoView({ block: "nearest" });
+      if (tr.dataset.id === id) showRow(tr);
     }
     draw();
+  }
+
+  // Scroll the event list only (never the page: the picture must stay in sight).
+  function showRow(tr) {
+    const wrap = $("table-wrap"), head = wrap.querySelector("thead").offsetHeight;
+    const top = tr.offsetTop, bottom = top + tr.offsetHeight;
+    if (top - head < wrap.scrollTop) wrap.scrollTop = top - head;
+    else if (bottom > wrap.scrollTop + wrap.clientHeight) wrap.scrollTop = bottom - wrap.clientHeight;
   }
 
   function ensureVisible(e) {
@@ -683,6 +697,10 @@
   $("zoom-all").addEventListener("click", () => S.file && setView(0, S.file.duration));
   $("help-button").addEventListener("click", () => { $("keys").classList.toggle("flash"); $("keys").scrollIntoView({ block: "nearest" }); });
   $("file-filter").addEventListener("input", renderFiles);
+  // A clicked button would keep the focus, and the next space (play) would click it again.
+  for (const button of document.querySelectorAll("main button")) {
+    button.addEventListener("click", () => { if (S.file) canvas.focus(); });
+  }
   window.addEventListener("resize", () => { requestTile(); draw(); });
 
   // -- formatting --------------------------------------------------------------------------------
