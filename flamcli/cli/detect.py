@@ -151,7 +151,8 @@ def detect(
                                "(label track) or scores (frame probabilities).")] = Format.tsv,
     output_dir: Annotated[Optional[Path], typer.Option(
         "-o", "--output-dir", file_okay=False,
-        help="Also write per file: events .tsv, Audacity labels .txt, frame scores .tsv, plot .png.")] = None,
+        help="Also write per file: events .tsv, Audacity labels .txt, frame scores .tsv, plot "
+             ".png, and a .detect.json record (source, queries, settings) for `flam review`.")] = None,
     threshold: Annotated[Optional[list[str]], typer.Option(
         "-t", "--threshold", help="Calibrated probability threshold (default: the model's own, "
                                   "0.5 unless its card says otherwise; `flam models`), or "
