@@ -105,3 +105,13 @@ def build_corpus():
     sys.modules[spec.name] = module  # its dataclasses look their module up while being built
     spec.loader.exec_module(module)
     return module
+
+
+def assert_same_weights(model_a, model_b) -> None:
+    """Every tensor equal, and the same names on both sides (zip would stop at the shorter)."""
+    import torch
+
+    a, b = model_a.state_dict(), model_b.state_dict()
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))[:10]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

@@ -114,10 +114,19 @@ def test_the_default_threshold_is_the_models_own(debug_model, make_audio, tmp_pa
     from flamcli.models.registry import save_model
 
     clip = make_audio("a.wav", seconds=3.0)
+    # A threshold the debug model's scores straddle, so that some frames pass and some not.
+    [probe] = detect(debug_model, [clip], ["dog", "rain"], threshold=0.0, median_filter_frames=1)
+    middle = float(np.median(probe.scores[:, 0]))
+    monkeypatch.setattr(debug_model.config, "presence_threshold", middle)
+    [own] = detect(debug_model, [clip], ["dog", "rain"], median_filter_frames=1)
+    assert own.thresholds == [middle, middle]
+    dog = [e for e in own.events if e.query == "dog"]
+    assert dog and all(e.confidence > middle for e in dog)
+    covered = sum(e.offset - e.onset for e in dog)
+    assert 0 < covered < own.duration  # the model's own threshold decided, not 0 or 1
     monkeypatch.setattr(debug_model.config, "presence_threshold", 0.77)
     [result] = detect(debug_model, [clip], ["dog", "rain"])
     assert result.thresholds == [0.77, 0.77]
-    assert [e.confidence > 0.77 for e in result.events] == [True] * len(result.events)
     [mixed] = detect(debug_model, [clip], ["dog", "rain"], threshold={"rain": 0.2})
     assert mixed.thresholds == [0.77, 0.2]  # one query's own value; the others keep the model's
     # through the CLI, from a model directory's config.json; -t still wins

@@ -13,6 +13,7 @@ from flamcli.models.config import FlamConfig, debug_config, openflam_v1_base_con
 from flamcli.models.flam import FlamModel, calibrated_probability
 from flamcli.models.registry import (ModelLoadError, build_debug_model, load_model,
                                      save_model)
+from conftest import assert_same_weights
 
 KEYS = Path(__file__).parent / "data" / "openflam-v1-base-keys.txt"
 
@@ -33,8 +34,7 @@ def test_base_architecture_has_exactly_the_published_state_dict():
 
 def test_debug_model_is_deterministic_and_shaped_like_flam(debug_model):
     other = build_debug_model()
-    for (k, a), (_, b) in zip(debug_model.state_dict().items(), other.state_dict().items()):
-        assert torch.equal(a, b), k
+    assert_same_weights(debug_model, other)
     assert debug_model.frames_per_window == 32
     assert math.isclose(debug_model.frame_seconds, 0.3125)
     waves = torch.randn(2, debug_model.window_samples)
@@ -78,8 +78,7 @@ def test_save_and_load_directory_roundtrip(tmp_path, debug_model):
     assert {p.name for p in directory.iterdir()} == {
         "config.json", "model.safetensors", "tokenizer.json", "README.md"}
     loaded = load_model(directory, device="cpu")
-    for (k, a), (_, b) in zip(debug_model.state_dict().items(), loaded.state_dict().items()):
-        assert torch.equal(a, b), k
+    assert_same_weights(debug_model, loaded)
     assert loaded.tokenizer(["Dog barks"])[0].tolist() == debug_model.tokenizer(["dog barks"])[0].tolist()
     # a weights file with config and tokenizer beside it works too
     assert load_model(directory / "model.safetensors").config == loaded.config

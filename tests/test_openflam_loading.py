@@ -19,6 +19,7 @@ from flamcli.models.config import debug_config
 from flamcli.models.flam import FlamModel
 from flamcli.models.registry import RegistryEntry, load_model, sha256_of
 from flamcli.models.text import TextTokenizer, roberta_tokenizer
+from conftest import assert_same_weights
 
 REV = "7e7b8dd6c8fb17bbc7d5700dbe04c61cd1d5a2c7"
 TOKENIZER_REV = "e2da8e2f811d1448a5b465c236feacd80ffbac7b"
@@ -72,8 +73,7 @@ def test_local_directory_with_a_legacy_checkpoint_loads_offline(tmp_path):
     write_roberta_files(directory)
     (directory / "config.json").write_text(json.dumps(config.to_dict()))
     model = load_model(directory, device="cpu")
-    for (k, a), (_, b) in zip(model.state_dict().items(), original.state_dict().items()):
-        assert torch.equal(a, b), k
+    assert_same_weights(model, original)
     with torch.no_grad():
         assert model.encode_text(["a dog"]).embeddings.shape == (1, config.embed_dim)
 
@@ -115,8 +115,7 @@ def test_hub_checkpoint_is_converted_once_and_later_loads_never_unpickle(
     assert "TEST LICENCE NOTICE" not in (converted / "README.md").read_text()  # real notice
     assert "Adobe Research License" in (converted / "README.md").read_text()
     assert first.info.licence.startswith("Adobe Research License")
-    for (k, a), (_, b) in zip(first.state_dict().items(), original.state_dict().items()):
-        assert torch.equal(a, b), k
+    assert_same_weights(first, original)
 
     caplog.clear()
     (snapshot / "open_flam_oct17.pth").unlink()  # the pickle is not needed any more

@@ -11,6 +11,7 @@ import torch
 from flamcli.models import registry
 from flamcli.models.registry import (ModelLoadError, RegistryEntry, load_model, save_model,
                                      sha256_of, verify_sha256)
+from conftest import assert_same_weights
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -48,8 +49,7 @@ def test_cached_hub_model_loads_with_no_network(seeded_hub, no_network, debug_mo
     assert model.info.name == "tiny-test"
     assert model.info.revision == REVISION
     assert model.info.source == "hf://flam-test/tiny"
-    for (k, a), (_, b) in zip(model.state_dict().items(), debug_model.state_dict().items()):
-        assert torch.equal(a, b), k
+    assert_same_weights(model, debug_model)
 
 
 def test_sha256_is_verified_once_then_stamped(seeded_hub, no_network, monkeypatch):

@@ -263,11 +263,11 @@ def test_frames_fine_tunes_a_cnn_model_at_a_finer_grid(cli, train_data, tmp_path
     # a transformer tower's frame count is its architecture: refused, naming the option
     refused = cli("train", "--data", mix, "--output", tmp_path / "x", "--frames", 64,
                   "--max-steps", 1, "--device", "cpu")
-    assert refused.exit_code != 0 and "--frames 64" in refused.stderr
+    assert refused.exit_code == 2 and "--frames 64" in refused.stderr
     assert "Traceback" not in refused.stderr
     odd = cli("train", "--data", mix, "--output", tmp_path / "y", "--init", coarse,
               "--frames", 7, "--max-steps", 1, "--device", "cpu")
-    assert odd.exit_code != 0 and "--frames 7" in odd.stderr
+    assert odd.exit_code == 2 and "--frames 7" in odd.stderr
 
 
 def test_frequency_masking_blanks_bands_in_training_only(tmp_path):
@@ -312,7 +312,7 @@ def test_freq_masks_option_sets_the_trained_models_config(cli, train_data, tmp_p
     assert load_model(tmp_path / "m").config.audio.freq_masks == 2
     refused = cli("train", "--data", mix, "--output", tmp_path / "x", "--freq-masks", 2,
                   "--max-steps", 1, "--device", "cpu")  # debug: a transformer tower
-    assert refused.exit_code != 0 and "--freq-masks 2" in refused.stderr
+    assert refused.exit_code == 2 and "--freq-masks 2" in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
@@ -488,9 +488,9 @@ def test_recipe_shapes_on_the_fly_mixtures_and_is_saved(cli, train_data, tmp_pat
     # A pre-rendered folder cannot be re-shaped, and a bad recipe names the option.
     refused = cli("train", "--data", folder, "--output", tmp_path / "f", "--config", "debug",
                   "--max-steps", 1, "--recipe", tmp_path / "recipe.json")
-    assert refused.exit_code != 0 and "already rendered" in refused.stderr
+    assert refused.exit_code == 2 and "already rendered" in refused.stderr
     assert "Traceback" not in refused.stderr
     (tmp_path / "bad.json").write_text('{"recipe": "sed", "background_layers": [0, 1]}')
     bad = cli("train", "--data", manifest, "--output", tmp_path / "b", "--config", "debug",
               "--max-steps", 1, "--recipe", tmp_path / "bad.json")
-    assert bad.exit_code != 0 and "--recipe" in bad.stderr and "background_layers" in bad.stderr
+    assert bad.exit_code == 2 and "--recipe" in bad.stderr and "background_layers" in bad.stderr
