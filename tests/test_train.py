@@ -144,17 +144,26 @@ def test_weights_and_paper_initialisation(debug_model):
 
 
 @pytest.fixture(scope="module")
-def full_sigmoid():
+def full_computations():
+    """The one-process loss and gradients per global loss, computed once for the module."""
     from flamcli.training.parity import full_computation
 
-    return full_computation("sigmoid")
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = full_computation(name)
+        return cache[name]
+
+    return get
 
 
-@pytest.mark.parametrize("world", [2, 3])
-def test_ring_matches_single_process(world, full_sigmoid):
+@pytest.mark.parametrize("global_loss, world", [("sigmoid", 2), ("sigmoid", 3), ("infonce", 2),
+                                                ("infonce", 3)])
+def test_ring_matches_single_process(global_loss, world, full_computations):
     from flamcli.training.parity import check_parity
 
-    result = check_parity(world, "sigmoid", full=full_sigmoid)
+    result = check_parity(world, global_loss, full=full_computations(global_loss))
     assert not result["missing"]
     assert result["loss_error"] <= 1e-5
     assert len(result["grad_errors"]) == result["parameters"] > 90
@@ -167,6 +176,7 @@ def test_ring_matches_single_process(world, full_sigmoid):
 # Trainer: data from `flam synth`, checkpoints, kill and resume, outputs, bad input
 
 import json  # noqa: E402
+from pathlib import Path  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -393,13 +403,46 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(train_data, tmp_path,
     assert (out / "checkpoints" / "latest").read_text().strip() == "step-00000002"
 
 
-def test_sigkill_then_resume_matches_an_uninterrupted_run(train_data, tmp_path):
+def random_layer_config(path: Path, tower: str) -> Path:
+    """A debug-sized config.json whose audio tower draws random numbers in training: a conv
+    tower with dropout and SpecAugment frequency masks, or the Swin tower with drop-path."""
+    from flamcli.models.config import AudioEncoderConfig, debug_config
+
+    config = debug_config()
+    if tower == "cnn":
+        config.audio = AudioEncoderConfig(kind="cnn", channels=(8, 16), frames=32, dropout=0.3,
+                                          freq_masks=2, freq_mask_bins=4)
+    else:
+        config.audio.drop_path_rate = 0.5
+    path.write_text(json.dumps(config.to_dict()))
+    return path
+
+
+@pytest.mark.parametrize("tower", ["cnn", "htsat"])
+def test_sigkill_mid_step_then_resume_matches_an_uninterrupted_run(train_data, tmp_path, tower):
+    """Random layers on (dropout, frequency masks / drop-path), on-the-fly mixtures with the
+    caption and resampling augmentations, and a SIGKILL at a random moment inside a step:
+    the resumed run ends with exactly the weights of a run never stopped."""
+    import random
+
+    from flamcli.models.config import FlamConfig
+    from flamcli.models.flam import FlamModel
+    from flamcli.models.text import TextTokenizer, byte_tokenizer
     from safetensors.torch import load_file
 
-    mix, _ = train_data
-    args = ["--data", str(mix), "--config", "debug", "--max-steps", "4", "--batch-size", "2",
-            "--checkpoint-every", "2", "--seed", "5", "--device", "cpu", "--threads", "1"]
-    env = {**os.environ, "FLAM_TRAIN_STEP_DELAY": "0.5", "FLAM_NO_PROGRESS": "1"}
+    _, manifest = train_data
+    config = random_layer_config(tmp_path / "config.json", tower)
+    # The random layers really draw: two training-mode passes over one input differ.
+    built = FlamConfig.from_dict(json.loads(config.read_text()))
+    model = FlamModel(built, TextTokenizer(byte_tokenizer(), built.text)).train()
+    wave = torch.randn(1, model.window_samples)
+    assert not torch.equal(model.embed_audio(wave)[0], model.embed_audio(wave)[0])
+
+    args = ["--data", str(manifest), "--config", str(config), "--max-steps", "6",
+            "--batch-size", "2", "--checkpoint-every", "2", "--seed", "5", "--device", "cpu",
+            "--threads", "1", "--tag-rate", "0.5", "--downsample-rate", "0.5"]
+    delay = 0.6
+    env = {**os.environ, "FLAM_TRAIN_STEP_DELAY": str(delay), "FLAM_NO_PROGRESS": "1"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "flamcli", "train", *args, "--output",
                              str(killed)], env=env, stdout=subprocess.DEVNULL,
@@ -407,7 +450,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(train_data, tmp_path):
     latest = killed / "checkpoints" / "latest"
     deadline = time.time() + 120
     while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.05, delay * 0.9))  # somewhere inside step 3
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
@@ -417,20 +461,24 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(train_data, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        common = dict(max_steps=4, checkpoint_every=2, seed=5)
-        resumed = train(quick(mix, killed, resume="latest", **common), log=lambda m: None)
-        train(quick(mix, tmp_path / "straight", **common), log=lambda m: None)
+        common = dict(config=str(config), max_steps=6, checkpoint_every=2, seed=5,
+                      tag_rate=0.5, downsample_rate=0.5)
+        resumed = train(quick(manifest, killed, resume="latest", **common), log=lambda m: None)
+        train(quick(manifest, tmp_path / "straight", **common), log=lambda m: None)
+        train(quick(manifest, tmp_path / "other", **{**common, "seed": 6}), log=lambda m: None)
     finally:
         torch.set_num_threads(threads)
-    assert resumed["steps"] == 4
+    assert resumed["steps"] == 6
     a = load_file(str(killed / "model.safetensors"))
     b = load_file(str(tmp_path / "straight" / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+    other = load_file(str(tmp_path / "other" / "model.safetensors"))
+    assert any(not torch.equal(a[k], other[k]) for k in a)  # the comparison can tell runs apart
     steps = [json.loads(line)["step"]
              for line in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_torchrun_two_processes(train_data, tmp_path):

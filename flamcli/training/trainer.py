@@ -570,7 +570,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if d.device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
     per_step = cfg.batch_size * d.world * cfg.grad_accum
-    delay = float(os.environ.get("FLAM_TRAIN_STEP_DELAY", "0") or 0)  # test hook (kill tests)
+    # Test hook for the kill tests: a pause in the middle of every step (gradients computed,
+    # random layers and augmentations drawn, weights not yet changed), where a SIGKILL hurts most.
+    delay = float(os.environ.get("FLAM_TRAIN_STEP_DELAY", "0") or 0)
     last: dict = {}
     good = find_checkpoint(out, "latest") if d.main else None
     first_step = step
@@ -599,6 +601,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
             raise TrainingError(
                 f"out of memory at batch size {cfg.batch_size} per rank: use a smaller "
                 "--batch-size and a larger --grad-accum (same effective batch)") from None
+        if delay:
+            time.sleep(delay)
         all_reduce_gradients(params)
         keys = sorted(sums)
         totals = all_reduce_plain(torch.tensor([sums[k] for k in keys], dtype=torch.float64))
@@ -631,8 +635,6 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
             if cfg.validation and due and not _validate(model, cfg, out, step, log, warn):
                 failed += 1
         _barrier(d)
-        if delay:
-            time.sleep(delay)
     if d.main:
         from ..models.registry import save_model
 
