@@ -115,3 +115,24 @@ def assert_same_weights(model_a, model_b) -> None:
     assert a.keys() == b.keys(), sorted(set(a) ^ set(b))[:10]
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+@pytest.fixture
+def flam(monkeypatch, capsys):
+    """Run the real entry point (`flam …` as a user types it) in-process: exit code, stdout
+    and stderr, with the one-line usage errors of main() that CliRunner's app call skips."""
+    import sys
+
+    from flamcli.cli.app import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["flam", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

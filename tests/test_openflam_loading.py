@@ -194,3 +194,47 @@ def test_exact_ten_seconds_at_48k_prints_the_model_frame_probabilities(cli, tmp_
     with torch.no_grad():
         expected = model(torch.from_numpy(data)[None], queries)[0].T.numpy()  # [32, C]
     np.testing.assert_array_equal(printed, expected)
+
+
+def test_a_damaged_conversion_is_made_again(seeded_openflam_hub, caplog):
+    cache, _, original = seeded_openflam_hub
+    load_model("openflam-test", cache_dir=cache)
+    weights = registry.converted_dir(registry.REGISTRY["openflam-test"], REV) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short (a full disk, a killed copy)
+    caplog.set_level(logging.WARNING, logger="flamcli")
+    again = load_model("openflam-test", cache_dir=cache)
+    assert "is damaged" in caplog.text and "converting again" in caplog.text
+    assert_same_weights(again, original)
+    caplog.clear()
+    load_model("openflam-test", cache_dir=cache)  # repaired for good
+    assert "damaged" not in caplog.text
+
+
+def test_an_unusable_flam_cache_converts_for_this_run_only(seeded_openflam_hub, tmp_path,
+                                                          monkeypatch, caplog):
+    cache, _, original = seeded_openflam_hub
+    not_a_folder = tmp_path / "cache-file"
+    not_a_folder.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("FLAM_CACHE", str(not_a_folder))
+    caplog.set_level(logging.WARNING, logger="flamcli")
+    model = load_model("openflam-test", cache_dir=cache)
+    assert_same_weights(model, original)
+    assert "converting for this run only" in caplog.text
+    assert not_a_folder.read_text().startswith("a file")
+
+
+def test_a_damaged_default_model_falls_back_to_the_bundled_one(seeded_openflam_hub, monkeypatch,
+                                                              caplog, cli, make_audio):
+    cache, snapshot, _ = seeded_openflam_hub
+    checkpoint = snapshot / "open_flam_oct17.pth"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:-100])  # fails its sha256, offline
+    monkeypatch.setattr(registry, "DEFAULT_MODEL", "openflam-test")
+    monkeypatch.setattr(registry, "bundled_model_name", lambda: "debug")
+    caplog.set_level(logging.WARNING, logger="flamcli")
+    model = load_model(None, cache_dir=cache)
+    assert model.info.name == "debug"
+    assert caplog.text.count("using the bundled model debug") == 1
+    assert "sha256" in caplog.text
+    # asked for by name, the same damage is an error (exit 4 in the CLI), not a silent swap
+    with pytest.raises(registry.ModelLoadError, match="sha256"):
+        load_model("openflam-test", cache_dir=cache)

@@ -117,3 +117,18 @@ def test_cli_reports_model_errors_with_exit_code_4(cli, tmp_path, make_audio):
     not_a_model.mkdir()
     result = cli("detect", clip, "dog", "--model", not_a_model)
     assert result.exit_code == 4 and "not a flam model directory" in result.stderr
+
+
+@pytest.mark.parametrize("revision", ["../../etc", "-rf", "main branch", "a..b", "x" * 300,
+                                      "v1.0.", "refs/heads/", "\u00e9t\u00e9", ""])
+def test_a_revision_that_is_no_hub_revision_is_a_usage_error(flam, make_audio, revision):
+    code, out, err = flam("detect", make_audio("a.wav"), "dog", "-m", "debug", "--revision", revision)
+    assert code == 2 and out == "", err
+    assert "not a Hub revision" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("revision", ["main", "v1.0", "refs/pr/3", "0123456789abcdef0123456789abcdef01234567"])
+def test_hub_revisions_pass_the_check(revision):
+    from flamcli.cli.common import check_revision
+
+    assert check_revision(revision) == revision

@@ -94,3 +94,22 @@ def test_a_pickle_that_would_run_code_is_refused_in_one_line(cli, model_copy):
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot read model weights {weights}")
     # torch's advice to load with weights_only=False would run the code: not passed on
     assert "pickled objects or code" in lines[0] and "weights_only" not in result.stderr
+
+
+def test_fields_left_out_of_config_json_are_named_with_their_defaults(flam, model_copy, make_audio):
+    import json
+
+    config = model_copy / "config.json"
+    data = json.loads(config.read_text())
+    del data["presence_threshold"], data["audio"]["dropout"]
+    config.write_text(json.dumps(data))
+    code, out, err = flam("detect", make_audio("a.wav"), "dog", "-m", model_copy)
+    assert code == 0, err
+    [line] = [l for l in err.splitlines() if "leaves out" in l]
+    assert line.startswith("warning: ") and "2 field(s)" in line
+    assert "presence_threshold=0.5" in line and "audio.dropout=0.0" in line
+
+
+def test_a_complete_config_json_says_nothing(flam, model_copy, make_audio):
+    code, _, err = flam("detect", make_audio("a.wav"), "dog", "-m", model_copy)
+    assert code == 0 and "leaves out" not in err

@@ -112,9 +112,24 @@ ModelOption = Annotated[
                       "Default: openflam-v1-base when cached or reachable, else the bundled "
                       "flam-tiny. `debug` is a tiny random model for smoke tests."),
 ]
+def check_revision(value: str | None) -> str | None:
+    """--revision: a commit hash, branch or tag as the Hub names them (refused before any work:
+    a typo or a path would otherwise surface as a download error)."""
+    import re
+
+    if value is None:
+        return value
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}", value) or ".." in value \
+            or value.endswith((".", "/", ".lock")):
+        raise typer.BadParameter(f"{value!r} is not a Hub revision (a commit hash, branch or tag)")
+    return value
+
+
 RevisionOption = Annotated[
     Optional[str],
-    typer.Option("--revision", help="Hub revision (commit) instead of the registry's pinned one."),
+    typer.Option("--revision", callback=check_revision,
+                 help="Hub revision (commit hash, branch or tag) instead of the registry's "
+                      "pinned commit."),
 ]
 
 

@@ -193,6 +193,25 @@ class FlamConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def missing_fields(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """The fields ``data`` leaves out, dotted (``audio.dropout``), with the defaults
+        :meth:`from_dict` gives them: a config.json from an older flam, or written by hand."""
+        missing = {}
+        for section, kind in (("frontend", FrontendConfig), ("audio", AudioEncoderConfig),
+                              ("text", TextEncoderConfig)):
+            given = data.get(section)
+            if not isinstance(given, dict):
+                continue
+            for f in dataclasses.fields(kind):
+                if f.name not in given and f.default is not dataclasses.MISSING:
+                    missing[f"{section}.{f.name}"] = f.default
+        for f in dataclasses.fields(cls):
+            if f.name not in data and f.name not in ("frontend", "audio", "text") \
+                    and f.default is not dataclasses.MISSING:
+                missing[f.name] = f.default
+        return missing
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FlamConfig":
         def build(kind, values):
             names = {f.name for f in dataclasses.fields(kind)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,9 +173,16 @@ def read_model_config(directory: Path) -> FlamConfig:
     """A flam model directory's ``config.json``, checked (ModelLoadError names the file)."""
     config_path = Path(directory) / CONFIG_FILE
     try:
-        return FlamConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-    except (ValueError, TypeError, OSError) as exc:  # JSONDecodeError is a ValueError
+        data = json.loads(config_path.read_text(encoding="utf-8"))
+        config = FlamConfig.from_dict(data)
+    except (ValueError, TypeError, OSError, AttributeError) as exc:  # JSONDecodeError: ValueError
         raise ModelLoadError(f"invalid {config_path}: {exc}") from None
+    missing = FlamConfig.missing_fields(data)
+    if missing:  # an older flam's file, or one written by hand: say what was assumed
+        assumed = ", ".join(f"{name}={value!r}" for name, value in missing.items())
+        logger.warning("%s leaves out %d field(s); using the defaults %s", config_path,
+                       len(missing), assumed)
+    return config
 
 
 def shared_text_tower(directory: Path) -> Path | None:
@@ -430,19 +438,40 @@ def load_hub_entry(entry: RegistryEntry, revision: str | None = None, cache_dir=
             raise ModelLoadError(f"registry entry {entry.name!r} lists no {CONFIG_FILE}")
         return load_model_directory(paths[CONFIG_FILE].parent, info)
     target = converted_dir(entry, revision)
-    if not (target / WEIGHTS_FILE).is_file():
-        checkpoint = download_files(entry.name, entry.repo_id, entry.files, revision, cache_dir,
-                                    verify)[next(iter(entry.files))]
-        tokenizer = download_files(entry.name, entry.tokenizer_repo,
-                                   dict.fromkeys(entry.tokenizer_files), entry.tokenizer_revision,
-                                   cache_dir)
-        if entry.licence_notice:
-            logger.warning(entry.licence_notice)
-        logger.info("converting %s to safetensors in %s (once)", entry.name, target)
-        convert_openflam(checkpoint, tokenizer["vocab.json"], tokenizer["merges.txt"], target,
-                         config=entry.architecture(), provenance={"repository": entry.repo_id, "revision": revision,
-                                     "sha256": entry.files[next(iter(entry.files))],
-                                     "tokenizer": f"{entry.tokenizer_repo}@{entry.tokenizer_revision}"})
+    if (target / WEIGHTS_FILE).is_file():
+        try:
+            return load_model_directory(target, info)
+        except ModelLoadError as exc:  # a damaged conversion is flam's own file: make it again
+            logger.warning("the converted copy of %s in %s is damaged (%s): converting again",
+                           entry.name, target, exc)
+            shutil.rmtree(target, ignore_errors=True)
+    checkpoint = download_files(entry.name, entry.repo_id, entry.files, revision, cache_dir,
+                                verify)[next(iter(entry.files))]
+    tokenizer = download_files(entry.name, entry.tokenizer_repo,
+                               dict.fromkeys(entry.tokenizer_files), entry.tokenizer_revision,
+                               cache_dir)
+    if entry.licence_notice:
+        logger.warning(entry.licence_notice)
+    provenance = {"repository": entry.repo_id, "revision": revision,
+                  "sha256": entry.files[next(iter(entry.files))],
+                  "tokenizer": f"{entry.tokenizer_repo}@{entry.tokenizer_revision}"}
+
+    def convert(into: Path) -> None:
+        convert_openflam(checkpoint, tokenizer["vocab.json"], tokenizer["merges.txt"], into,
+                         config=entry.architecture(), provenance=provenance)
+
+    logger.info("converting %s to safetensors in %s (once)", entry.name, target)
+    try:
+        convert(target)
+    except OSError as exc:  # FLAM_CACHE read-only, full or not a folder: convert for this run only
+        import tempfile
+
+        logger.warning("cannot keep the converted %s in %s (%s): converting for this run only "
+                       "(set FLAM_CACHE to a writable folder to convert once)", entry.name,
+                       target, exc.strerror or exc)
+        with tempfile.TemporaryDirectory(prefix="flam-convert-") as scratch:
+            convert(Path(scratch))
+            return load_model_directory(Path(scratch), info)
     return load_model_directory(target, info)
 
 
@@ -509,9 +538,20 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
     or downloadable, then to the bundled model. ``debug`` is never chosen silently.
     """
     name = os.fspath(name_or_path) if name_or_path is not None else os.environ.get("FLAM_MODEL")
-    if not name:
+    chosen_for_the_user = not name
+    if chosen_for_the_user:
         name = choose_default_model(cache_dir)
-    model = _resolve(name, revision, cache_dir)
+    try:
+        model = _resolve(name, revision, cache_dir)
+    except ModelLoadError as exc:
+        bundled = bundled_model_name()
+        if not chosen_for_the_user or bundled is None or name == bundled:
+            raise
+        # The user asked for no model in particular: a damaged download of the default one
+        # should not stop them while a working model ships with flam.
+        logger.warning("%s could not be loaded (%s): using the bundled model %s", name, exc,
+                       bundled)
+        model = _resolve(bundled, None, cache_dir)
     target = torch.device(device) if device not in (None, "auto") else default_device()
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("--device cuda was requested but CUDA is not available")
