@@ -43,8 +43,9 @@ class AudioInput:
 class AudioInfo:
     sample_rate: int
     channels: int
-    frames: int
+    frames: int  # from the header; an upper-bound estimate when not length_known
     format: str
+    length_known: bool = True
 
     @property
     def duration(self) -> float:
@@ -75,14 +76,19 @@ def probe(path: Path) -> AudioInfo:
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError("invalid header (sample rate or channel count is zero)")
     frames = info.frames
-    if frames >= _UNKNOWN_LENGTH:  # a stream that never recorded its length: count it
-        frames = sum(len(block) for block in read_blocks(path))
+    length_known = frames < _UNKNOWN_LENGTH
+    if not length_known:
+        # A stream that never recorded its length. Counting it would decode the whole file
+        # once more before the real pass; its size gives an upper bound instead (16-bit PCM:
+        # compressed audio is smaller), good enough for progress and buffer sizes, and the
+        # real pass counts what is there (and finds a file with no samples).
+        frames = max(1, path.stat().st_size // (2 * info.channels))
     if frames <= 0:
         raise AudioError("contains no audio samples")
     truncation = _truncated_by_header(info)
     if truncation:
         raise AudioError(truncation)
-    return AudioInfo(info.samplerate, info.channels, frames, info.format)
+    return AudioInfo(info.samplerate, info.channels, frames, info.format, length_known)
 
 
 # libsndfile reports SF_COUNT_MAX frames for a file whose header does not give its length (a
@@ -98,6 +104,15 @@ _WAV_DATA_SIZES = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULT
 # Writers that stream a WAV of unknown length put a placeholder size near 2 or 4 GiB there;
 # such a file is unfinished by design, not cut short.
 _WAV_PLACEHOLDER_SIZE = 0x7FFF0000
+# RF64 keeps its sizes in a ds64 chunk; libsndfile's log compares it with what is there.
+_RF64_FRAMES = re.compile(r"Calculated frame count (\d+) does not match value from 'ds64' chunk "
+                          r"of (\d+)")
+# Sony Wave64: ``riff : DECLARED (should be PRESENT)``, the data chunk's declared size (with its
+# 24-byte GUID and size header) and the bytes per frame.
+_W64_RIFF_SIZES = re.compile(r"^riff\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_W64_DATA = re.compile(r"^data\s*:\s*(\d+)", re.MULTILINE)
+_W64_ALIGN = re.compile(r"Block Align\s*:\s*(\d+)")
+_W64_CHUNK_HEADER = 24
 
 
 def _truncated_by_header(info) -> str | None:
@@ -111,6 +126,17 @@ def _truncated_by_header(info) -> str | None:
                 declared_frames = info.frames * declared // max(present, 1)
                 if declared_frames > info.frames:
                     return _truncation_message(info.frames, declared_frames, info.samplerate)
+    if info.format == "RF64":  # libsndfile notes a ds64 length the data does not reach
+        match = _RF64_FRAMES.search(info.extra_info)
+        if match and int(match.group(1)) < int(match.group(2)) < _UNKNOWN_LENGTH:
+            return _truncation_message(int(match.group(1)), int(match.group(2)), info.samplerate)
+    if info.format == "W64":  # the riff size promises more than the file holds
+        riff = _W64_RIFF_SIZES.search(info.extra_info)
+        data, align = _W64_DATA.search(info.extra_info), _W64_ALIGN.search(info.extra_info)
+        if riff and data and align and int(riff.group(2)) < int(riff.group(1)):
+            declared = (int(data.group(1)) - _W64_CHUNK_HEADER) // max(1, int(align.group(1)))
+            if declared > info.frames:
+                return _truncation_message(info.frames, declared, info.samplerate)
     if info.format == "OGG" and "lacks an end-of-stream bit" in info.extra_info:
         return ("truncated: the Ogg stream stops before its end-of-stream page "
                 "(a cut or unfinished file)")

@@ -136,10 +136,12 @@ class JsonWriter(ResultWriter):
 
 
 class JsonlWriter(ResultWriter):
-    """One event per line: ``{"file", "onset", "offset", "query", "confidence", "model"}``."""
+    """One event per line: ``{"file", "onset", "offset", "query", "confidence", "model"}``,
+    ``model`` the same object as in ``json`` output and `flam ground`'s lines
+    (``{"name", "source", …}``)."""
 
     def write(self, result: FileResult) -> None:
-        model = self.metadata.get("model", {}).get("name")
+        model = self.metadata.get("model")
         for e in result.events:
             line = {**e.as_dict(), "model": model}
             self.stream.write(json.dumps(line, ensure_ascii=False) + "\n")

@@ -77,7 +77,8 @@ def test_every_format_parses(cli, fmt, make_audio):
     elif fmt == "jsonl":
         lines = [json.loads(line) for line in out.splitlines()]
         assert {line["query"] for line in lines} == {"dog barks", "cat"}
-        assert all(line["model"] == "debug" and line["offset"] == pytest.approx(4.0) for line in lines)
+        model = {"name": "debug", "source": "built-in (random weights, for tests only)"}
+        assert all(line["model"] == model and line["offset"] == pytest.approx(4.0) for line in lines)
     elif fmt == "audacity":
         assert all(len(line.split("\t")) == 3 for line in out.splitlines())
     else:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO
@@ -274,3 +275,46 @@ def test_an_empty_query_is_a_usage_error_and_nothing_runs(cli, make_audio):
     assert (grounded.exit_code, grounded.stderr) == (result.exit_code, result.stderr)
     only_blank = cli("detect", clip, "-q", "  ", *DEBUG)
     assert only_blank.exit_code == 2 and only_blank.stderr == "error: query 1 is empty\n"
+
+
+@pytest.mark.parametrize("fmt", ["RF64", "W64"])
+@pytest.mark.parametrize("channels, subtype", [(1, "PCM_16"), (2, "PCM_24")])
+def test_a_cut_rf64_or_w64_is_called_truncated(cli, tmp_path, make_audio, fmt, channels, subtype):
+    import soundfile as sf
+
+    clip = tmp_path / f"long.{fmt.lower()}"
+    frames = 48_000
+    data = np.zeros((frames, channels), dtype=np.float32) + 0.1
+    sf.write(str(clip), data, 16_000, format=fmt, subtype=subtype)
+    whole = clip.read_bytes()
+    good = make_audio("good.wav", seconds=1.0)
+    result = cli("detect", clip, good, "dog", *DEBUG, "-t", "0")
+    assert result.exit_code == 0, result.stderr  # the whole file is fine
+    clip.write_bytes(whole[: len(whole) // 2])
+    result = cli("detect", clip, good, "dog", *DEBUG, "-t", "0")
+    assert result.exit_code == 3, result.stderr
+    [line] = error_lines(result.stderr)
+    assert line.startswith(f"error: {clip}: truncated: holds ") and "of the 3.00 s its header declares" in line
+    assert [row[0] for row in rows(result.stdout)] == [str(good)]
+
+
+def test_a_stream_without_its_length_is_not_decoded_to_be_measured(tmp_path, monkeypatch):
+    """probe() gives an upper bound from the file size instead of decoding the whole file
+    once more before the real pass."""
+    import soundfile as sf
+
+    from flamcli import audio
+
+    script = ("import sys, numpy as np, soundfile as sf\n"
+              "with sf.SoundFile(sys.stdout.buffer, 'w', 16000, 1, format='FLAC') as f:\n"
+              "    f.write((0.3 * np.sin(np.arange(16000) / 5)).astype('float32'))\n")
+    streamed = tmp_path / "streamed.flac"
+    streamed.write_bytes(subprocess.run([sys.executable, "-c", script], check=True,
+                                        stdout=subprocess.PIPE).stdout)
+    assert sf.info(streamed).frames >= 1 << 62
+    decoded = []
+    original = audio.read_blocks
+    monkeypatch.setattr(audio, "read_blocks", lambda *a, **k: decoded.append(a) or original(*a, **k))
+    info = audio.probe(streamed)
+    assert decoded == [] and not info.length_known
+    assert info.frames == streamed.stat().st_size // 2  # an upper bound for 16-bit mono
