@@ -37,6 +37,8 @@ class AudioInput:
     path: Path
     display: str  # as the user would recognise it (relative to the argument given)
     stem: str  # relative output name without extension, unique within a run
+    # The stem it would have had, when another input took it (its outputs get "<stem>-2.*").
+    shares_name_with: str | None = None
 
 
 @dataclass
@@ -60,6 +62,8 @@ def probe(path: Path) -> AudioInfo:
         raise AudioError("no such file")
     if path.is_dir():
         raise AudioError("is a directory")
+    if not path.is_file():  # a FIFO, /dev/zero, /dev/urandom: endless or one-shot streams
+        raise AudioError("not a regular file (a pipe or device); flam reads audio files")
     if path.stat().st_size == 0:
         raise AudioError("empty file (0 bytes)")
     try:
@@ -217,7 +221,11 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
 
     def add(path: Path, root: Path | None, display: str) -> None:
         display = readable_name(display)
-        key = path.resolve()
+        try:
+            key = path.resolve()
+        except RuntimeError:  # Python 3.11 raises this for a symlink loop
+            problems.append(f"{display}: a symbolic link loop, not a file")
+            return
         if key in seen:
             return
         seen.add(key)
@@ -225,11 +233,8 @@ def expand_inputs(arguments: Iterable[str], stdin=None) -> tuple[list[AudioInput
         counter = 2
         while stem in stems:
             stem, counter = f"{base}-{counter}", counter + 1
-        if stem != base:
-            logger.info(f"{display}: its output files are named {stem}.* (another input is "
-                        f"also named {base})")
         stems.add(stem)
-        inputs.append(AudioInput(path, display, stem))
+        inputs.append(AudioInput(path, display, stem, base if stem != base else None))
 
     def add_directory(directory: Path, display: str) -> None:
         found = sorted(

@@ -82,17 +82,28 @@ def clean_queries(queries: Iterable[str]) -> tuple[list[str], list[str], list[st
     """
     usable, warnings, errors = [], [], []
     for position, raw in enumerate(queries, 1):
-        text = " ".join(str(raw).split())
+        raw = str(raw)
+        # Other control characters (a NUL, an escape sequence) would reach tables and label
+        # tracks raw: they become spaces too.
+        visible = "".join(" " if _is_control(c) else c for c in raw)
+        text = " ".join(visible.split())
         if not text:
             errors.append(f"query {position} is empty")
             continue
-        if any(c in raw for c in "\t\n\r\v\f") or text != raw.strip():
-            warnings.append(f"query {raw!r}: tabs/newlines replaced by spaces → {text!r}")
+        if visible != raw or any(c in raw for c in "\t\n\r\v\f") or text != raw.strip():
+            warnings.append(f"query {raw!r}: tabs, newlines and control characters replaced "
+                            f"by spaces → {text!r}")
         if text in usable:
             warnings.append(f"query {text!r} given more than once; scored once")
             continue
         usable.append(text)
     return usable, warnings, errors
+
+
+def _is_control(character: str) -> bool:
+    import unicodedata
+
+    return unicodedata.category(character) == "Cc"
 
 
 def resolve_thresholds(queries: Sequence[str], threshold: float | Mapping[str, float]) -> list[float]:

@@ -13,6 +13,7 @@ recomputed only when the file changes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 import os
 import zipfile
@@ -27,6 +28,8 @@ from .io import atomic_path, sha256_of, write_text_atomic
 
 # Bump when the stored layout, the windowing or what may be stored changes meaning. 2: files
 # the decoder finds truncated are refused, so entries written by 1 may hold such files.
+logger = logging.getLogger("flamcli")
+
 CACHE_FORMAT = 2
 
 # What np.load and reading an entry's arrays raise for an entry cut short by a crash, emptied
@@ -64,6 +67,7 @@ class EmbeddingCache:
         self.directory = Path(directory)
         self.model_key = model_fingerprint(model)[:20]
         self.window_key = window_key
+        self._warned = False
 
     # -- content hashes, stamped ---------------------------------------------------------
     def content_hash(self, path: Path) -> str:
@@ -99,12 +103,19 @@ class EmbeddingCache:
             with np.load(entry) as data:
                 info = AudioInfo(int(data["sample_rate"]), int(data["channels"]),
                                  int(data["source_frames"]), str(data["format"]))
-                return CachedRecording(
+                recording = CachedRecording(
                     frames=data["frames"], starts=data["starts"], valid=data["valid"],
                     total_samples=int(data["total_samples"]), peak=float(data["peak"]),
                     info=info)
         except _DAMAGED_ENTRY:
             return None  # unreadable or damaged: compute again (and overwrite)
+        if not (np.isfinite(recording.frames).all() and np.isfinite(recording.peak)):
+            # A damaged or foreign entry would turn every score into NaN: computed again
+            # (and overwritten).
+            logger.warning("%s: cached embeddings hold NaN or infinite values; computing them "
+                           "again", path)
+            return None
+        return recording
 
     def store(self, path: Path, recording: CachedRecording) -> None:
         try:
@@ -118,5 +129,10 @@ class EmbeddingCache:
                              channels=recording.info.channels,
                              source_frames=recording.info.frames,
                              format=recording.info.format)
-        except OSError:
-            pass  # caching is an optimisation; a full disk must not fail detection
+        except OSError as exc:
+            # Caching is an optimisation: a full disk or a read-only folder must not fail
+            # detection, but the user asked for a cache and should know it is not kept.
+            if not self._warned:
+                self._warned = True
+                logger.warning("--cache %s: cannot store embeddings (%s); detection goes on "
+                               "without caching", self.directory, exc.strerror or exc)

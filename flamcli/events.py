@@ -49,7 +49,18 @@ def median_filter(scores: np.ndarray, size: int) -> np.ndarray:
     pad = [(half, half)] + [(0, 0)] * (scores.ndim - 1)
     padded = np.pad(scores, pad, mode="symmetric")
     windows = np.lib.stride_tricks.sliding_window_view(padded, size, axis=0)
-    return np.median(windows, axis=-1).astype(np.float32)
+    # np.median copies the windows it is given: in chunks of frames, memory stays bounded
+    # (a long file with a wide filter would otherwise need gigabytes).
+    out = np.empty(scores.shape, dtype=np.float32)
+    per_frame = size * int(np.prod(scores.shape[1:], dtype=np.int64))
+    step = max(1, MEDIAN_CHUNK_VALUES // max(1, per_frame))
+    for start in range(0, scores.shape[0], step):
+        out[start:start + step] = np.median(windows[start:start + step], axis=-1)
+    return out
+
+
+MEDIAN_CHUNK_VALUES = 1 << 22  # float32 values copied per np.median call (16 MiB)
+MAX_MEDIAN_FILTER = 1001  # frames; the paper uses 3 (--median-filter's upper bound)
 
 
 def find_runs(active: np.ndarray) -> list[tuple[int, int]]:

@@ -51,11 +51,18 @@ class WindowPlan:
     @classmethod
     def for_model(cls, model: FlamModel, overlap_seconds: float = DEFAULT_OVERLAP) -> "WindowPlan":
         frames = model.frames_per_window
+        if not (overlap_seconds >= 0 and math.isfinite(overlap_seconds)):
+            raise ValueError("overlap must be a number of seconds, at least 0")
         overlap_frames = int(round(overlap_seconds / model.frame_seconds))
         if not 0 <= overlap_frames < frames:
+            # Windows overlap by whole frames: say what the value rounded to, and the largest
+            # that is accepted, so that 9.99 s against a 10 s window is not a riddle.
+            largest = (frames - 1) * model.frame_seconds
             raise ValueError(
-                f"overlap must be at least 0 and shorter than one window "
-                f"({frames * model.frame_seconds:g} s)"
+                f"rounds to {overlap_frames} frames of {model.frame_seconds:g} s "
+                f"({overlap_frames * model.frame_seconds:g} s); overlaps are whole frames and "
+                f"shorter than one window ({frames} frames, {frames * model.frame_seconds:g} s): "
+                f"at most {largest:g} s"
             )
         return cls(model.sample_rate, model.window_samples, frames, frames - overlap_frames)
 

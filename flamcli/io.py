@@ -10,13 +10,34 @@ from pathlib import Path
 from typing import Iterator
 
 
+PART_SUFFIX = ".part"
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically."""
+    """Yield a path to write ``target`` through. For a regular file (or a new one) that is a
+    temporary file beside it which replaces it atomically on success, so that readers never see
+    a half-written file. A symlink is followed: the file it points to is replaced and the link
+    kept. What is not a regular file (``/dev/stdout``, a FIFO, a device) cannot be replaced and
+    is written in place; a directory is refused (IsADirectoryError naming it)."""
     target = Path(target)
+    special = _special_file(target)
+    if special is not None:
+        try:
+            yield special
+        except OSError as exc:  # /dev/full and the like: name the file, not "standard output"
+            if exc.filename is None:
+                raise OSError(exc.errno, exc.strerror, str(target)) from exc
+            raise
+        return
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        # The writer's pid in the name: a later run can tell a killed run's leftover from a
+        # file another live process is still writing (see _remove_stale_parts).
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=PART_SUFFIX,
+                                   dir=target.parent)
     except OSError as exc:
         raise _naming(target, exc) from exc
     os.close(fd)
@@ -33,6 +54,53 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         if isinstance(exc, OSError) and exc.filename in (tmp, tmp_path):
             raise _naming(target, exc) from exc
         raise
+    _remove_stale_parts(target)
+
+
+def _special_file(target: Path) -> Path | None:
+    """``target`` itself when it exists and is not a regular file (nothing to replace: write
+    into it), else None. /dev/stdout and /proc/self/fd/N are always written in place, even when
+    they lead to a regular file: replacing that file would cut it from the shell's redirection."""
+    import stat
+
+    text = str(target)
+    if text in ("/dev/stdout", "/dev/stderr") or text.startswith(("/dev/fd/", "/proc/self/fd/")):
+        return target
+    try:
+        mode = os.stat(target).st_mode  # follows symlinks
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:  # a symlink loop, a permission error: let the write name it
+        return None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(21, "Is a directory", str(target))
+    return None if stat.S_ISREG(mode) else target
+
+
+def _remove_stale_parts(target: Path) -> None:
+    """Remove ``.<name>.<pid>.*.part`` files beside ``target`` left by writers that no longer
+    run (a SIGKILLed earlier run): a rerun leaves the folder as an uninterrupted run would."""
+    prefix = f".{target.name}."
+    try:
+        leftovers = [p for p in target.parent.iterdir()
+                     if p.name.startswith(prefix) and p.name.endswith(PART_SUFFIX)]
+    except OSError:
+        return
+    for part in leftovers:
+        pid = part.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                part.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _naming(target: Path, exc: OSError) -> OSError:

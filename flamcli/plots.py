@@ -25,7 +25,17 @@ def _time_formatter(duration: float):
 
 def plot_result(result: FileResult, path: str | Path, dpi: int = 100) -> None:
     """Write a PNG. Long files stay readable: the spectrogram is pooled to a bounded number of
-    columns, the time axis switches to m:ss / h:mm:ss, and the figure widens (up to a limit)."""
+    columns, the time axis switches to m:ss / h:mm:ss, and the figure widens (up to a limit).
+    matplotlib's layout warnings (thousands of queries, very long ones) are not the user's
+    concern and would print source lines on stderr: they are silenced here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _plot_result(result, path, dpi)
+
+
+def _plot_result(result: FileResult, path: str | Path, dpi: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -370,7 +370,7 @@ def test_bad_data_is_a_clear_error(cli, train_data, tmp_path):
     empty = tmp_path / "empty"
     (empty / "meta").mkdir(parents=True)
     result = cli("train", "--data", empty, "--output", tmp_path / "o", "--max-steps", 1)
-    assert result.exit_code == 3 and "empty dataset" in result.stderr
+    assert result.exit_code == 2 and "empty dataset" in result.stderr  # a --data with nothing to train on
     broken = tmp_path / "broken"
     (broken / "meta").mkdir(parents=True)
     (broken / "audio").mkdir()

@@ -42,8 +42,97 @@ def _silence_stdout() -> None:
         pass
 
 
+class _ClosedOutput:
+    """Standing in for a standard output the shell closed (``>&-``): writing to it is the
+    "could not write" error every command already reports (exit 3), not an AttributeError."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor (standard output is closed)")
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
+class _BestEffortErrors:
+    """Standard error that never stops a command halfway: a closed (``2>&-``), full
+    (``2>/dev/full``) or abandoned (``2>&1 | head``) stderr loses messages, not the work, and
+    the failure is remembered (``failed_errno``) so that the exit code can say so at the end."""
+
+    def __init__(self, stream, failed_errno: int | None = None):
+        self._stream = stream
+        self._closed = failed_errno is not None  # closed before flam started: writes fail
+        self.failed_errno: int | None = None
+
+    def write(self, text: str) -> int:
+        if self._closed:
+            self.failed_errno = self.failed_errno or errno.EBADF
+            return len(text)
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError) as exc:
+            self.failed_errno = self.failed_errno or getattr(exc, "errno", None) or errno.EIO
+            return len(text)
+
+    def flush(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._stream.flush()
+        except (OSError, ValueError) as exc:
+            self.failed_errno = self.failed_errno or getattr(exc, "errno", None) or errno.EIO
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _guard_standard_streams() -> None:
+    if sys.stdout is None:
+        sys.stdout = _ClosedOutput()
+    if sys.stderr is None:
+        sys.stderr = _BestEffortErrors(open(os.devnull, "w", encoding="utf-8"), errno.EBADF)
+    elif not isinstance(sys.stderr, _BestEffortErrors):
+        sys.stderr = _BestEffortErrors(sys.stderr)
+
+
+def _lost_messages_code(code) -> int | None:
+    """141 when stderr's reader went away, 3 when stderr was closed or full, for a run that
+    otherwise ended well or with an answer (`flam ground`'s 1 must not read as "absent" when
+    its messages were lost); None when nothing written to stderr was lost."""
+    failed = getattr(sys.stderr, "failed_errno", None)
+    if failed is None or code not in (ExitCode.OK, ExitCode.NOT_FOUND, None):
+        return None
+    return ExitCode.BROKEN_PIPE if failed == errno.EPIPE else ExitCode.INPUT_FAILED
+
+
 def main() -> None:
     """Console entry point: run the app, turning stray exceptions into one line and a code."""
+    _guard_standard_streams()
+    try:
+        _main()
+    except SystemExit as exc:
+        replaced = _lost_messages_code(exc.code)
+        if replaced is not None:
+            _silence_stdout_flush()
+            sys.exit(replaced)
+        raise
+
+
+def _silence_stdout_flush() -> None:
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _main() -> None:
     try:
         # Not standalone: Click would print its usage errors as a multi-line box.
         code = app(standalone_mode=False)

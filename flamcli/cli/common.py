@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
+from ..events import MAX_MEDIAN_FILTER
 
 
 class ExitCode(IntEnum):
@@ -47,6 +48,21 @@ def stderr_console():
     return _STDERR_CONSOLE[1]
 
 
+def one_line(text: str) -> str:
+    """``text`` with its control characters shown as escapes (``\\n``, ``\\x1b``): a file name
+    holding a newline cannot split a message, nor start a fake ``error:`` line."""
+    if text.isprintable():
+        return text
+    out = []
+    for character in text:
+        if character.isprintable() or character == " ":
+            out.append(character)
+        else:
+            escaped = repr(character)[1:-1]  # '\n', '\x1b', '\u2028'
+            out.append(escaped if escaped != character else f"\\x{ord(character):02x}")
+    return "".join(out)
+
+
 class Log:
     """One-line messages on stderr; machine output never goes through here."""
 
@@ -57,7 +73,7 @@ class Log:
     def _line(self, style: str, prefix: str, message: str) -> None:
         from rich.markup import escape
 
-        self.console.print(f"[{style}]{prefix}[/{style}]{escape(message)}")
+        self.console.print(f"[{style}]{prefix}[/{style}]{escape(one_line(message))}")
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -151,10 +167,10 @@ DeviceOption = Annotated[
                       help="auto (CUDA when available), cpu or cuda.")
 ]
 ThreadsOption = Annotated[
-    Optional[int], typer.Option("--threads", min=1, help="CPU threads for torch (default: torch's choice).")
+    Optional[int], typer.Option("--threads", min=1, max=4096, help="CPU threads for torch (default: torch's choice).")
 ]
 MedianFilterOption = Annotated[
-    int, typer.Option("--median-filter", min=1, help="Median filter length in frames (1 = off).")
+    int, typer.Option("--median-filter", min=1, max=MAX_MEDIAN_FILTER, help="Median filter length in frames (1 = off).")
 ]
 CacheOption = Annotated[
     Optional[Path], typer.Option(
@@ -163,7 +179,7 @@ CacheOption = Annotated[
              "queries on the same recordings skip the audio model.")
 ]
 BatchOption = Annotated[
-    int, typer.Option("--batch-size", min=1, help="Model windows per forward pass (across files).")
+    int, typer.Option("--batch-size", min=1, max=65_536, help="Model windows per forward pass (across files).")
 ]
 OverlapOption = Annotated[
     float, typer.Option("--overlap", min=0.0,

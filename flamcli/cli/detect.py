@@ -75,6 +75,11 @@ def gather_arguments(log: Log, arguments: list[str], query: list[str] | None,
                      queries_file: Path | None) -> tuple[list[str], list[str]]:
     """(audio arguments, raw queries) from positional arguments, -q and --queries FILE."""
     audio_args, positional = split_audio_and_queries(arguments)
+    if "-" in positional:  # `flam detect - - q`: a dash is "paths on stdin", not a sound
+        where = ("given twice: stdin can be read once" if "-" in audio_args
+                 else "must be the first argument to read paths on stdin")
+        log.error(f"'-' {where} (use -q - for a query that is a dash)")
+        raise typer.Exit(ExitCode.USAGE)
     raw_queries = positional + list(query or [])
     if queries_file is not None:
         try:
@@ -223,6 +228,11 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
     for problem in problems:
         log.error(problem)
         failed = True
+    if output_dir is not None:  # only then do names matter
+        for item in inputs:
+            if item.shares_name_with:
+                log.info(f"{item.display}: its output files are named {item.stem}.* (another "
+                         f"input is also named {item.shares_name_with})")
     rank, world = run_distributed()
     local_inputs = inputs[rank::world]
 

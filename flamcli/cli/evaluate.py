@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
+from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, MAX_MEDIAN_FILTER
 from .app import app
 from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
@@ -164,7 +164,7 @@ def sed_command(
                                           "ground-truth labels).")] = None,
     threshold: ThresholdOption = 0.5,
     median_filter: Annotated[int, typer.Option(
-        "--median-filter", min=1, help="With --audio: median filter in frames (1 = off).")] = 3,
+        "--median-filter", min=1, max=MAX_MEDIAN_FILTER, help="With --audio: median filter in frames (1 = off).")] = 3,
     output: OutputOption = None,
     plots: Annotated[Optional[Path], typer.Option(
         "--plots", file_okay=False, help="Write psd_roc.png, f1_threshold.png, calibration.png here.")] = None,
@@ -298,7 +298,7 @@ def ground_command(
     iou_threshold: Annotated[float, typer.Option(
         "--iou-threshold", min=0.0, max=1.0, help="IoU needed for a joint-F1 true positive.")] = 0.5,
     median_filter: Annotated[int, typer.Option(
-        "--median-filter", min=1, help="With --audio: median filter in frames.")
+        "--median-filter", min=1, max=MAX_MEDIAN_FILTER, help="With --audio: median filter in frames.")
     ] = DEFAULT_GROUND_MEDIAN_FILTER,
     output: OutputOption = None,
     model: ModelOption = None,

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
+from .common import (BatchOption, one_line, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap,
                      configure_torch, progress_bar)
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
@@ -65,7 +65,7 @@ def ground(
         "--min-duration", min=0.0,
         help="Shorter windows do not count as presence (seconds).")] = DEFAULT_MIN_DURATION,
     top_k: Annotated[Optional[int], typer.Option(
-        "--top-k", min=1, help="Report at most this many windows per query (most confident).")] = None,
+        "--top-k", min=1, max=10**6, help="Report at most this many windows per query (most confident).")] = None,
     median_filter: MedianFilterOption = DEFAULT_GROUND_MEDIAN_FILTER,
     overlap: OverlapOption = DEFAULT_OVERLAP,
     cache: CacheOption = None,
@@ -151,7 +151,7 @@ def ground(
                 absent = absent or not answer.present
                 record = answer_record(result, answer)
                 if fmt is GroundFormat.text:
-                    sys.stdout.write(human_line(answer, f"{result.file}: " if many else "") + "\n")
+                    sys.stdout.write(human_line(answer, f"{one_line(result.file)}: " if many else "") + "\n")
                 elif fmt is GroundFormat.jsonl:
                     sys.stdout.write(json.dumps(record) + "\n")
                 elif fmt is GroundFormat.tsv:

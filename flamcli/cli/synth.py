@@ -170,11 +170,11 @@ def recipe_command(
 
 ManifestArgument = Annotated[Path, typer.Argument(help="Corpus manifest (.csv or .jsonl).")]
 OutOption = Annotated[Path, typer.Option("-o", "--output", help="Output folder.")]
-CountOption = Annotated[int, typer.Option("-n", "--count", min=1, help="Mixtures to make.")]
+CountOption = Annotated[int, typer.Option("-n", "--count", min=1, max=10**9, help="Mixtures to make.")]
 # Mixture generators take non-negative seeds only: typer refuses -1 before anything runs.
-SeedOption = Annotated[int, typer.Option("--seed", min=0, help="Same seed, same bytes.")]
+SeedOption = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Same seed, same bytes.")]
 WorkersOption = Annotated[int, typer.Option(
-    "--workers", min=1, help="Processes; the output does not depend on it.")]
+    "--workers", min=1, max=1024, help="Processes; the output does not depend on it.")]
 RecipeOption = Annotated[Optional[Path], typer.Option(
     "--recipe", help="Recipe JSON (see `flam synth recipe`); options below override it.")]
 RateOption = Annotated[Optional[int], typer.Option(

@@ -43,42 +43,42 @@ def train_command(
         "--init", help="Start from this model (registry name, directory or weights file) "
                        "instead of random weights; its architecture wins over --config.")] = None,
     frames: Annotated[Optional[int], typer.Option(
-        "--frames", min=1, help="Output frames per window for a cnn audio tower (default: the "
+        "--frames", min=1, max=10_000, help="Output frames per window for a cnn audio tower (default: the "
                                 "architecture's). No weight depends on it: --init a model and "
                                 "fine-tune it at a finer time grid.")] = None,
     freq_masks: Annotated[Optional[int], typer.Option(
-        "--freq-masks", min=0, help="cnn audio tower: blank this many random bands of up to 8 "
+        "--freq-masks", min=0, max=64, help="cnn audio tower: blank this many random bands of up to 8 "
                                     "mel bins in each training clip (SpecAugment; 0 = off; "
                                     "default: the model's config). Inference is unchanged.")] = None,
-    max_steps: Annotated[int, typer.Option("--max-steps", min=1, help="Optimiser steps.")] = 1000,
+    max_steps: Annotated[int, typer.Option("--max-steps", min=1, max=10**9, help="Optimiser steps.")] = 1000,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", min=1, help="Clips per process per micro-batch (5 text slots each).")] = 8,
+        "--batch-size", min=1, max=65_536, help="Clips per process per micro-batch (5 text slots each).")] = 8,
     grad_accum: Annotated[int, typer.Option(
-        "--grad-accum", min=1, help="Micro-batches per optimiser step.")] = 1,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (AdamW).")] = 1e-4,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0)] = 0.01,
+        "--grad-accum", min=1, max=65_536, help="Micro-batches per optimiser step.")] = 1,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, max=10.0, help="Peak learning rate (AdamW).")] = 1e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0, max=10.0)] = 0.01,
     warmup_steps: Annotated[Optional[int], typer.Option(
-        "--warmup-steps", min=0,
+        "--warmup-steps", min=0, max=10**9,
         help="Cosine warm-up steps, then linear decay (default min(3200, steps/20)).")] = None,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same run.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Same seed, same run.")] = 0,
     checkpoint_every: Annotated[int, typer.Option(
-        "--checkpoint-every", min=1, help="Write a checkpoint every N steps.")] = 500,
+        "--checkpoint-every", min=1, max=10**9, help="Write a checkpoint every N steps.")] = 500,
     keep_checkpoints: Annotated[int, typer.Option(
-        "--keep-checkpoints", min=1, help="Checkpoints kept on disk.")] = 2,
+        "--keep-checkpoints", min=1, max=10_000, help="Checkpoints kept on disk.")] = 2,
     validation: Annotated[Optional[Path], typer.Option(
         "--validation", file_okay=False,
         help="A `flam synth sed` folder of held-out mixtures: PSDS1/2, AUROC, MPAUC and F1 "
              "go to OUT/validation.jsonl.")] = None,
     eval_every: Annotated[int, typer.Option(
-        "--eval-every", min=0, help="Validate every N steps (0: only at the end).")] = 0,
+        "--eval-every", min=0, max=10**9, help="Validate every N steps (0: only at the end).")] = 0,
     resume: Annotated[Optional[str], typer.Option(
         "--resume", help="`latest` (newest checkpoint in OUTPUT, if any) or a checkpoint "
                          "folder.")] = None,
     global_loss: Annotated[str, typer.Option(
         "--global-loss", help="sigmoid (SigLIP, ring), infonce or none.")] = "sigmoid",
-    sed_weight: Annotated[float, typer.Option("--sed-weight", min=0.0, help="λ_SED.")] = 200.0,
-    prior_weight: Annotated[float, typer.Option("--prior-weight", min=0.0, help="λ_prior.")] = 1.0,
-    global_weight: Annotated[float, typer.Option("--global-weight", min=0.0)] = 1.0,
+    sed_weight: Annotated[float, typer.Option("--sed-weight", min=0.0, max=1e6, help="λ_SED.")] = 200.0,
+    prior_weight: Annotated[float, typer.Option("--prior-weight", min=0.0, max=1e6, help="λ_prior.")] = 1.0,
+    global_weight: Annotated[float, typer.Option("--global-weight", min=0.0, max=1e6)] = 1.0,
     tag_rate: Annotated[float, typer.Option(
         "--tag-rate", min=0.0, max=1.0,
         help="Probability of replacing a caption by one of its clip's tags.")] = 0.5,

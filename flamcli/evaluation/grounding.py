@@ -60,11 +60,15 @@ def _load_json(path: Path):
                 rows.append((number, json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise EvalInputError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            except RecursionError:  # "[[[[…" a hundred thousand deep
+                raise EvalInputError(f"{path}:{number}: JSON nested too deeply") from None
         return "jsonl", rows
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise EvalInputError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise EvalInputError(f"{path}: JSON nested too deeply") from None
     if isinstance(document, dict):  # e.g. {"model": …, "results": [...]}
         for key in ("results", "rows", "predictions"):
             if isinstance(document.get(key), list):
@@ -213,6 +217,17 @@ def match_rows(truth: list[dict], predicted: list[dict], source: str = "predicti
                                  f"({row['audio_path']!r}, {row['caption']!r})")
         used.add(id(candidates[0]))
         out.append(candidates[0])
+    # A second answer to a question already answered: the same answer is a harmless repeat,
+    # a different one is a contradiction that must not be settled silently by file order.
+    answers = {(r["audio_path"], r["caption"]): r for r in out}
+    for row in predicted:
+        first = answers.get((row["audio_path"], row["caption"]))
+        if first is None or id(row) in used:
+            continue
+        if any(row.get(k) != first.get(k) for k in ("annotations", "present", "score")):
+            raise EvalInputError(
+                f"{first['where']} and {row['where'].split(': ', 1)[1]} answer "
+                f"({row['audio_path']!r}, {row['caption']!r}) differently; keep one")
     return out
 
 

@@ -278,6 +278,13 @@ def _parse_score_rows(path: Path, header: list[str], rows: list[tuple[int, list[
         if not np.isfinite(data[i]).all():
             raise EvalInputError(f"{path}:{number}: NaN or infinite value")
     onsets, offsets, values = data[:, 0], data[:, 1], data[:, 2:]
+    if onsets[0] < 0:
+        raise EvalInputError(f"{path}:{rows[0][0]}: a frame starts before 0 s ({onsets[0]:g})")
+    outside = (values < 0) | (values > 1)
+    if outside.any():  # calibration, thresholds and ECE read scores as probabilities
+        row, column = np.argwhere(outside)[0]
+        raise EvalInputError(f"{path}:{rows[int(row)][0]}: score {values[row, column]:g} for "
+                             f"{header[first + 2 + int(column)]!r} is not a probability (0–1)")
     if (offsets <= onsets).any():
         number = rows[int(np.argmax(offsets <= onsets))][0]
         raise EvalInputError(f"{path}:{number}: frame offset must be greater than its onset")

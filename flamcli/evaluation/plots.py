@@ -83,6 +83,14 @@ def plot_calibration(calibration: dict, path: Path) -> Path:
 
 
 def write_sed_plots(evaluation, directory: Path) -> list[Path]:
+    import warnings
+
+    with warnings.catch_warnings():  # layout warnings with many queries: not the user's concern
+        warnings.simplefilter("ignore")
+        return _write_sed_plots(evaluation, directory)
+
+
+def _write_sed_plots(evaluation, directory: Path) -> list[Path]:
     directory = Path(directory)
     written = []
     curves, report = evaluation.curves, evaluation.report

@@ -177,6 +177,8 @@ def read_model_config(directory: Path) -> FlamConfig:
         config = FlamConfig.from_dict(data)
     except (ValueError, TypeError, OSError, AttributeError) as exc:  # JSONDecodeError: ValueError
         raise ModelLoadError(f"invalid {config_path}: {exc}") from None
+    except RecursionError:
+        raise ModelLoadError(f"invalid {config_path}: JSON nested too deeply") from None
     missing = FlamConfig.missing_fields(data)
     if missing:  # an older flam's file, or one written by hand: say what was assumed
         assumed = ", ".join(f"{name}={value!r}" for name, value in missing.items())

@@ -178,6 +178,8 @@ def read_manifest(path: str | Path) -> list[Clip]:
                     rows.append((f"{path}:{number}", json.loads(line)))
                 except json.JSONDecodeError as exc:
                     raise CorpusError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                except RecursionError:
+                    raise CorpusError(f"{path}:{number}: JSON nested too deeply") from None
     else:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames or "path" not in reader.fieldnames:
@@ -232,8 +234,9 @@ def _sidecar(audio: Path) -> dict:
         try:
             # utf-8-sig: sidecars written in Notepad start with a byte-order mark.
             data = json.loads(json_path.read_text(encoding="utf-8-sig"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise AudioError(f"unreadable sidecar {json_path.name} ({exc})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise AudioError(f"unreadable sidecar {json_path.name} "
+                             f"({exc if not isinstance(exc, RecursionError) else 'nested too deeply'})") from None
         if not isinstance(data, dict):
             raise AudioError(f"sidecar {json_path.name} is not a JSON object")
         return data

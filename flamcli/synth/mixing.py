@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
@@ -176,6 +177,8 @@ def _decoded(clip: Clip, sample_rate: int, use_cache: bool) -> np.ndarray:
                 return np.load(cached)
             except (OSError, ValueError):
                 pass  # a damaged cache file: decode again and replace it
+    if not Path(clip.path).exists():  # libsndfile would only say "System error."
+        raise AudioError("no such file")
     rate = sf.info(str(clip.path)).samplerate
     blocks = list(read_blocks(_path(clip)))
     audio = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
@@ -191,8 +194,6 @@ def _decoded(clip: Clip, sample_rate: int, use_cache: bool) -> np.ndarray:
 
 
 def _path(clip: Clip):
-    from pathlib import Path
-
     return Path(clip.path)
 
 
@@ -751,8 +752,20 @@ def bank_notes(bank: AudioBank, recipe: Recipe) -> list[str]:
     return notes
 
 
-def check_bank(bank: AudioBank, recipe: Recipe) -> None:
-    """Refuse corpora and requests that cannot make a single mixture."""
+def check_bank(bank: AudioBank, recipe: Recipe, skipped: list | None = None) -> None:
+    """Refuse corpora and requests that cannot make a single mixture; ``skipped`` (from
+    :meth:`AudioBank.load`) lets the refusal name a clip that could not be read."""
+    try:
+        _check_bank(bank, recipe)
+    except CorpusError as exc:
+        failed = [item for item in skipped or [] if item.failed]
+        if not failed:
+            raise
+        raise CorpusError(f"{exc}; {len(failed)} clip(s) could not be read, e.g. "
+                          f"{failed[0].path}: {failed[0].reason}") from None
+
+
+def _check_bank(bank: AudioBank, recipe: Recipe) -> None:
     if not bank.backgrounds:
         raise CorpusError("the corpus has no usable background clip (kind=background)")
     if not bank.events:

@@ -162,6 +162,8 @@ class Recipe:
             raise RecipeError(f"{path}: no such recipe file") from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RecipeError(f"{path}: not a recipe ({exc})") from None
+        except RecursionError:
+            raise RecipeError(f"{path}: not a recipe (JSON nested too deeply)") from None
         if not isinstance(data, dict):
             raise RecipeError(f"{path}: not a recipe (a JSON object)")
         return cls.from_dict(data, str(path))
@@ -215,6 +217,13 @@ class SedRecipe(Recipe):
             raise RecipeError("split_rate and repeat_rate must be ≥ 0 and sum to at most 1")
         if self.min_piece <= 0:
             raise RecipeError("min_piece must be positive")
+        # More events than can overlap in the clip would make the placement search run for
+        # minutes (100000) or quietly give up (1000 became about 21): refused by name.
+        capacity = max(1, int(self.max_concurrent * self.duration / self.min_piece))
+        if self.events[1] > capacity:
+            raise RecipeError(f"events: at most {capacity} fit a {self.duration:g} s clip "
+                              f"(max_concurrent {self.max_concurrent} × duration / min_piece "
+                              f"{self.min_piece:g} s), not {self.events[1]}")
         if not 0.5 <= self.event_speed[0] <= self.event_speed[1] <= 2.0:
             raise RecipeError("event_speed: need 0.5 ≤ low ≤ high ≤ 2")
         if not 0 <= self.event_tilt_db <= 6:
@@ -261,6 +270,10 @@ class GroundRecipe(Recipe):
             raise RecipeError("targets must be at least 1")
         if not 1 <= self.occurrences[0] <= self.occurrences[1]:
             raise RecipeError("occurrences: need 1 ≤ low ≤ high")
+        if self.targets > 100 or self.occurrences[1] > 1000:
+            raise RecipeError(f"targets ({self.targets}) and occurrences "
+                              f"({self.occurrences[1]}): at most 100 targets of 1000 "
+                              "occurrences each fit a clip")
         if not 0 <= self.distractors_per_minute[0] <= self.distractors_per_minute[1]:
             raise RecipeError("distractors_per_minute: need 0 ≤ low ≤ high")
         # Between occurrences of one target; longer than the longest clip is meaningless.

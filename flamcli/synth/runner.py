@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,7 +129,7 @@ def synthesize(
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: exists and is not a folder")
     bank, skipped = AudioBank.load(clips, recipe, on_clip=on_clip)
-    check_bank(bank, recipe)
+    check_bank(bank, recipe, skipped)
     settings = json.loads(json.dumps({"recipe": recipe.to_dict(), "seed": int(seed),
                                       "corpus": corpus_fingerprint(bank)}))
     settings_path = out / "synth.json"
@@ -168,7 +169,8 @@ def synthesize(
             context = multiprocessing.get_context(
                 "fork" if "fork" in multiprocessing.get_all_start_methods() else None)
             chunk = max(1, min(16, len(todo) // (workers * 4)))
-            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 for finished in pool.map(_render_batch, list(_chunks(todo, chunk))):
                     done += len(finished)
                     if on_progress:
@@ -178,6 +180,29 @@ def synthesize(
     write_tables(out, recipe, count)
     return SynthSummary(out, count, len(todo), count - len(todo), skipped,
                         len(bank.events), len(bank.backgrounds), bank_notes(bank, recipe))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker start-up: a worker waits on its task queue forever once its parent is gone (a
+    SIGKILL leaves no one to close the queue), so it ends with the parent: at once through
+    Linux's parent-death signal, elsewhere within a second through a watching thread."""
+    import signal
+    import threading
+    import time
+
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):
+        pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="flam-parent-watch").start()
 
 
 def write_tables(out: Path, recipe: Recipe, count: int) -> None:

@@ -148,8 +148,9 @@ class FolderData(TrainingData):
         super().__init__(**kw)
         self.folder = Path(folder)
         meta_dir = self.folder / "meta"
-        if not meta_dir.is_dir():
-            raise DataError(f"{self.folder}: not a `flam synth` output folder (no meta/)")
+        if not meta_dir.is_dir():  # a usage error, like a --data that does not exist
+            raise DataUsageError(f"--data {self.folder}: not a `flam synth` output folder "
+                                 "(no meta/) nor a corpus manifest")
         self.items: list[tuple[Path, Path]] = []
         for meta in sorted(meta_dir.glob("*.json")):
             audio = next(iter(sorted((self.folder / "audio").glob(meta.stem + ".*"))), None)
@@ -157,7 +158,7 @@ class FolderData(TrainingData):
                 raise DataError(f"{meta}: no audio file audio/{meta.stem}.*")
             self.items.append((meta, audio))
         if not self.items:
-            raise DataError(f"{self.folder}: empty dataset (no meta/*.json)")
+            raise DataUsageError(f"--data {self.folder}: empty dataset (no meta/*.json)")
         self._order: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -226,14 +227,11 @@ class SynthData(TrainingData):
             self.bank, self.skipped = AudioBank.load(clips, self.recipe)
             # Checked here, before training (not at the first example), and its notes
             # logged once rather than for every example.
-            check_bank(self.bank, self.recipe)
+            check_bank(self.bank, self.recipe, self.skipped)
             for note in bank_notes(self.bank, self.recipe):
                 logging.getLogger(__name__).warning(note)
         except (CorpusError, RecipeError) as exc:
-            failed = [item for item in self.skipped if item.failed]
-            why = (f"; {len(failed)} clip(s) could not be read, e.g. {failed[0].path}: "
-                   f"{failed[0].reason}" if failed else "")
-            raise DataUsageError(f"{self.manifest}: {exc}{why}") from None
+            raise DataUsageError(f"{self.manifest}: {exc}") from None
         if not self.tags:
             self.tags = manifest_tags(clips)
         if not self.phrasings:

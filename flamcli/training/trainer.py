@@ -185,6 +185,8 @@ def build_model(cfg: TrainConfig):
             config = FlamConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
             raise TrainingUsageError(f"--config {path}: {exc}") from None
+        except RecursionError:
+            raise TrainingUsageError(f"--config {path}: JSON nested too deeply") from None
     set_frames(config, cfg.frames)
     set_freq_masks(config, cfg.freq_masks)
     torch.manual_seed(cfg.seed)
