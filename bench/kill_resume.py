@@ -156,7 +156,8 @@ def job_detect(work: Path, files: int, hours: float, kills: int, rng: random.Ran
                 str(out), "--no-plot", "--quiet"]
         first = run(args)
         reference = digests(out)
-        rounds = cycle(f"detect {label}", args, out, kills, first["seconds"], reference, rng)
+        rounds = cycle(f"detect {label}", args, out, kills, first["seconds"], reference, rng,
+                       prepare=lambda out=out: shutil.rmtree(out, ignore_errors=True))
         result[label] = {"uninterrupted": first, "outputs": len(reference), "rounds": rounds}
     one = work / "detect-one"
     shutil.rmtree(one, ignore_errors=True)

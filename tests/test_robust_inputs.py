@@ -26,6 +26,18 @@ def error_lines(stderr: str) -> list[str]:
 def rows(stdout: str) -> list[list[str]]:
     return [line.split("\t") for line in stdout.splitlines()[1:]]
 
+def streamed_flac(tmp_path: Path) -> Path:
+    """A FLAC written to a pipe, not a file (a seekable output would get its length written
+    back): its header records no length."""
+    script = ("import sys, numpy as np, soundfile as sf\n"
+              "with sf.SoundFile(sys.stdout.buffer, 'w', 16000, 1, format='FLAC') as f:\n"
+              "    f.write((0.3 * np.sin(np.arange(16000) / 5)).astype('float32'))\n")
+    streamed = tmp_path / "streamed.flac"
+    streamed.write_bytes(subprocess.run([sys.executable, "-c", script], check=True,
+                                        stdout=subprocess.PIPE).stdout)
+    return streamed
+
+
 
 # -- a damaged embedding-cache entry ------------------------------------------------------
 
@@ -117,13 +129,7 @@ def test_a_flac_streamed_without_its_length_is_never_sized_from_the_header(cli, 
     frames, which once sized an exabyte buffer (MemoryError, exit 5, every input lost)."""
     import soundfile as sf
 
-    script = ("import sys, numpy as np, soundfile as sf\n"
-              "with sf.SoundFile(sys.stdout.buffer, 'w', 16000, 1, format='FLAC') as f:\n"
-              "    f.write((0.3 * np.sin(np.arange(16000) / 5)).astype('float32'))\n")
-    streamed = tmp_path / "streamed.flac"
-    # through a pipe, not a file: a seekable output would get its length written back
-    streamed.write_bytes(subprocess.run([sys.executable, "-c", script], check=True,
-                                        stdout=subprocess.PIPE).stdout)
+    streamed = streamed_flac(tmp_path)
     assert sf.info(streamed).frames >= 1 << 62  # the "unknown length" marker
     good = make_audio("good.wav", seconds=1.0)
     result = cli("detect", streamed, good, "dog", *DEBUG, "-t", "0")
@@ -305,12 +311,7 @@ def test_a_stream_without_its_length_is_not_decoded_to_be_measured(tmp_path, mon
 
     from flamcli import audio
 
-    script = ("import sys, numpy as np, soundfile as sf\n"
-              "with sf.SoundFile(sys.stdout.buffer, 'w', 16000, 1, format='FLAC') as f:\n"
-              "    f.write((0.3 * np.sin(np.arange(16000) / 5)).astype('float32'))\n")
-    streamed = tmp_path / "streamed.flac"
-    streamed.write_bytes(subprocess.run([sys.executable, "-c", script], check=True,
-                                        stdout=subprocess.PIPE).stdout)
+    streamed = streamed_flac(tmp_path)
     assert sf.info(streamed).frames >= 1 << 62
     decoded = []
     original = audio.read_blocks
