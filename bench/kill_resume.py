@@ -9,7 +9,7 @@ SIGKILLed at a random moment and checked, then rerun to the end and checked agai
   file must be either absent or byte-identical to the reference's, with no ``*.part`` left by
   a finished rerun; after every rerun the folder must equal the reference. Peak RSS of every
   run is recorded: it must not grow with the number of files or the length of the recording.
-* ``synth``: `flam synth sed` (300 mixtures, 2 workers), resumable: the finished folder must
+* ``synth``: `flam synth sed` (1500 mixtures, 2 workers), resumable: the finished folder must
   equal the reference byte for byte.
 * ``train``: `flam train --resume latest` (debug config, 40 steps, checkpoint every 5): the
   final weights must equal the uninterrupted run's exactly.
@@ -83,20 +83,27 @@ def make_corpus(work: Path) -> Path:
 # -- running and killing ----------------------------------------------------------------------------
 def run(args: list[str], kill_after: float | None = None) -> dict:
     """Run flam; SIGKILL it after ``kill_after`` seconds (None: to the end). Peak RSS from
-    wait4 (the child alone)."""
+    wait4 (the child alone); stderr goes to a file, so a chatty child can never block."""
+    import tempfile
+
     began = time.monotonic()
-    process = subprocess.Popen([*FLAM, *args], env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    killed = False
-    if kill_after is not None:
-        try:
-            process.wait(timeout=kill_after)
-        except subprocess.TimeoutExpired:
-            process.send_signal(signal.SIGKILL)
-            killed = True
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    stderr = process.stderr.read().decode(errors="replace")
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen([*FLAM, *args], env=ENV, stdout=subprocess.DEVNULL,
+                                   stderr=errors)
+        killed = False
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if kill_after is not None and time.monotonic() - began >= kill_after:
+                process.send_signal(signal.SIGKILL)
+                killed = True
+                _, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.02)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        errors.seek(0)
+        stderr = errors.read().decode(errors="replace")
     if not killed and process.returncode != 0:
         raise RuntimeError(f"flam {' '.join(args)} exited {process.returncode}: {stderr[-2000:]}")
     return {"seconds": round(time.monotonic() - began, 2), "killed": killed,
@@ -171,7 +178,7 @@ def job_synth(work: Path, kills: int, rng: random.Random) -> dict:
     manifest = make_corpus(work)
     out = work / "synth"
     shutil.rmtree(out, ignore_errors=True)
-    args = ["synth", "sed", str(manifest), "-o", str(out), "-n", "300", "--workers", "2",
+    args = ["synth", "sed", str(manifest), "-o", str(out), "-n", "1500", "--workers", "2",
             "--sample-rate", "16000", "--seed", "3", "--quiet"]
     first = run(args)
     reference = digests(out)
@@ -221,14 +228,14 @@ def main() -> None:
     rng = random.Random(args.seed)
     results = {"kills": args.kills, "seed": args.seed}
     jobs = args.jobs.split(",")
-    if "detect" in jobs:
-        results["detect"] = job_detect(args.work, args.files, args.hours, args.kills, rng)
-    if "synth" in jobs:
-        results["synth"] = job_synth(args.work, args.kills, rng)
-    if "train" in jobs:
-        results["train"] = job_train(args.work, args.kills, rng)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    for name, job in (("detect", lambda: job_detect(args.work, args.files, args.hours,
+                                                     args.kills, rng)),
+                      ("synth", lambda: job_synth(args.work, args.kills, rng)),
+                      ("train", lambda: job_train(args.work, args.kills, rng))):
+        if name in jobs:
+            results[name] = job()
+            args.out.write_text(json.dumps(results, indent=1) + "\n")  # after every job
     print(json.dumps(results)[:4000])
 
 

@@ -220,8 +220,15 @@ def test_synth_workers_end_with_a_killed_parent(train_data, tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def children() -> list[int]:
-        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
-        return [int(pid) for pid in found.stdout.split()]
+        found = []
+        for stat_file in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == process.pid:  # the parent pid
+                found.append(int(stat_file.parent.name))
+        return found
 
     deadline = time.monotonic() + 60
     while len(children()) < 2 and time.monotonic() < deadline:
