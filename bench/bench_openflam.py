@@ -31,8 +31,13 @@ Examples::
     python bench/bench_openflam.py --sections load --pairs 5
     python bench/bench_openflam.py --threads 1,2 --batches 1,8 --pairs 3
 
-``FLAM_ONEDNN_LINEAR=0`` in a flam worker's environment selects nn.Linear's default (MKL) GEMMs;
-``--ablation`` adds such a run per audio pair, to show what the oneDNN path contributes.
+flam chooses its GEMM path per machine (``flamcli.models.linear``: both timed once, the
+answer kept in flam's cache); ``FLAM_ONEDNN_LINEAR=0`` in a flam worker's environment forces
+nn.Linear's default (MKL) GEMMs, and ``--ablation`` adds such a run per audio pair.
+``--isa native,avx2`` (the default) measures every audio and pipeline setting twice: as the CPU
+is, and capped to AVX2 in every worker of both sides (``ATEN_CPU_CAPABILITY=avx2``,
+``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``), so an AVX-512 machine also
+reports the common case.
 """
 
 from __future__ import annotations
@@ -241,17 +246,27 @@ def flam_flops_worker(spec: dict) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    import flamcli.models.frontend as frontend
+    from flamcli.models import linear
 
     model, _ = load_flam(Path(spec["work_dir"]))
     clip = torch.from_numpy(np.load(spec["clips"])[:1])
-    frontend.ONEDNN_LINEAR = False
+    # nn.Linear's aten GEMMs, which FlopCounterMode counts (oneDNN's op it does not see: the
+    # count was 0.92 GFLOP per clip while the flag set here named a module that had moved).
+    linear.FORCED = False
+    linear.use_onednn.cache_clear()
     counter = FlopCounterMode(display=False)
     with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH), counter:
         model.embed_audio_frames(clip)
     by_op = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
     return {"gflop_per_clip": counter.get_total_flops() / 1e9, "gflop_by_op":
             {op: n / 1e9 for op, n in sorted(by_op.items())}}
+
+
+# Instruction-set caps for a run, honoured by torch's own kernels (ATen), oneDNN and MKL alike:
+# "avx2" measures the common laptop and cloud case on any x86 machine that has more.
+ISA_CAPS = {"native": {},
+            "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                     "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
 
 
 FLAM_WORKERS = {"setup": setup_worker, "audio": flam_audio_worker,
@@ -266,6 +281,7 @@ def worker_main(spec: dict) -> int:
     result = FLAM_WORKERS[spec["kind"]](spec)
     result.update(side=spec["side"], kind=spec["kind"], threads=spec["threads"],
                   batch=spec.get("batch", 1), torch_threads=torch.get_num_threads(),
+                  cpu_capability=torch.backends.cpu.get_cpu_capability(),
                   peak_rss_mib=peak_rss_mib(), rss_end_mib=rss_now_mib())
     print(json.dumps(result))
     return 0
@@ -288,10 +304,12 @@ def run_worker(spec: dict, args) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.code, env.get("PYTHONPATH")]))
         if spec["side"] == "flam-mkl":
             env["FLAM_ONEDNN_LINEAR"] = "0"
+    env.update(ISA_CAPS.get(spec.get("isa", "native"), {}))
     proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"measurement {label} failed (exit {proc.returncode})")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["isa"] = spec.get("isa", "native")
     brief = {k: round(v, 4) for k, v in result.items()
              if k in ("median_s_per_clip", "load_s", "peak_rss_mib", "gflop_per_clip")}
     print(f"    {brief}", file=sys.stderr, flush=True)
@@ -317,17 +335,18 @@ def summarise_audio(runs: list[dict], flops: dict) -> list[dict]:
     rows = []
     upstream_gflop = flops.get("upstream", {}).get("gflop_per_clip")
     flam_gflop = flops.get("flam", {}).get("gflop_per_clip")
-    for threads in sorted({r["threads"] for r in runs}):
-        peaks = [r["peak"] for r in runs if r["threads"] == threads and r.get("peak")]
+    for isa, threads in sorted({(r.get("isa", "native"), r["threads"]) for r in runs}):
+        of_isa = [r for r in runs if r.get("isa", "native") == isa]
+        peaks = [r["peak"] for r in of_isa if r["threads"] == threads and r.get("peak")]
         peak = {"mkl": med([p.get("mkl_mm_gflops") for p in peaks]),
                 "onednn": med([p.get("onednn_gflops") for p in peaks]),
                 "mkl_best": max((p.get("mkl_mm_gflops", 0) for p in peaks), default=None),
                 "onednn_best": max((p.get("onednn_gflops", 0) for p in peaks), default=None)}
-        for batch in sorted({r["batch"] for r in runs if r["threads"] == threads}):
-            sel = [r for r in runs if r["threads"] == threads and r["batch"] == batch]
+        for batch in sorted({r["batch"] for r in of_isa if r["threads"] == threads}):
+            sel = [r for r in of_isa if r["threads"] == threads and r["batch"] == batch]
             by_side = {s: [r for r in sel if r["side"] == s]
                        for s in ("flam", "upstream", "flam-mkl")}
-            row = {"threads": threads, "batch": batch,
+            row = {"isa": isa, "threads": threads, "batch": batch,
                    **{f"peak_{k}_gflops": v for k, v in peak.items()}}
             for side, side_runs in by_side.items():
                 if not side_runs:
@@ -360,14 +379,14 @@ def summarise_audio(runs: list[dict], flops: dict) -> list[dict]:
 
 def summarise_pipeline(runs: list[dict]) -> list[dict]:
     rows = []
-    for threads in sorted({r["threads"] for r in runs}):
-        sel = [r for r in runs if r["threads"] == threads]
+    for isa, threads in sorted({(r.get("isa", "native"), r["threads"]) for r in runs}):
+        sel = [r for r in runs if r["threads"] == threads and r.get("isa", "native") == isa]
         f = [r for r in sel if r["side"] == "flam"]
         u = [r for r in sel if r["side"] == "upstream"]
         fm, um = med([r["median_s_per_clip"] for r in f]), med([r["median_s_per_clip"] for r in u])
         fb = min((r["best_s_per_clip"] for r in f), default=None)
         ub = min((r["best_s_per_clip"] for r in u), default=None)
-        rows.append({"threads": threads, "flam_s": fm, "upstream_s": um,
+        rows.append({"isa": isa, "threads": threads, "flam_s": fm, "upstream_s": um,
                      "flam_best_s": fb, "upstream_best_s": ub,
                      "speedup_vs_upstream": um / fm if fm and um else None,
                      "speedup_best_vs_best": ub / fb if fb and ub else None,
@@ -421,17 +440,17 @@ def markdown(results: dict) -> str:
             f"{side} {v['gflop_per_clip']:.2f} GFLOP" for side, v in flops.items()), ""]
     if results.get("audio_summary"):
         lines += ["Audio branch, s per 10 s clip: median over processes / best call of any.", "",
-                  "| threads | batch | upstream | flam | flam, MKL GEMMs | speed-up median "
+                  "| ISA | threads | batch | upstream | flam | flam, MKL GEMMs | speed-up median "
                   "(best) | flam GFLOP/s median (best) | fp32 peak GFLOP/s: MKL mm, oneDNN "
                   "| flam / oneDNN peak median (best) | upstream / MKL peak |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in results["audio_summary"]:
             def pair(side):
                 return (f"{fmt(r.get(f'{side}_s_per_clip'))} / "
                         f"{fmt(r.get(f'{side}_best_s_per_clip'))}")
 
             lines.append(
-                f"| {r['threads']} | {r['batch']} | {pair('upstream')} | {pair('flam')} "
+                f"| {r.get('isa', 'native')} | {r['threads']} | {r['batch']} | {pair('upstream')} | {pair('flam')} "
                 f"| {pair('flam_mkl')} | **{fmt(r.get('speedup_vs_upstream'), 2)}x** "
                 f"({fmt(r.get('speedup_best_vs_best'), 2)}x) "
                 f"| {fmt(r.get('flam_gflops'), 0)} ({fmt(r.get('flam_best_gflops'), 0)}) "
@@ -442,10 +461,10 @@ def markdown(results: dict) -> str:
         lines.append("")
     if results.get("pipeline_summary"):
         lines += ["One clip + 10 queries, s: median over processes / best call of any.", "",
-                  "| threads | upstream | flam | speed-up median (best) | upstream tokens "
-                  "| flam tokens | max abs prob diff |", "|---:|---:|---:|---:|---|---|---:|"]
+                  "| ISA | threads | upstream | flam | speed-up median (best) | upstream tokens "
+                  "| flam tokens | max abs prob diff |", "|---|---:|---:|---:|---:|---|---|---:|"]
         for r in results["pipeline_summary"]:
-            lines.append(f"| {r['threads']} | {fmt(r['upstream_s'])} / {fmt(r['upstream_best_s'])} "
+            lines.append(f"| {r.get('isa', 'native')} | {r['threads']} | {fmt(r['upstream_s'])} / {fmt(r['upstream_best_s'])} "
                          f"| {fmt(r['flam_s'])} / {fmt(r['flam_best_s'])} "
                          f"| **{fmt(r['speedup_vs_upstream'], 2)}x** "
                          f"({fmt(r['speedup_best_vs_best'], 2)}x) "
@@ -500,6 +519,10 @@ def main(argv=None) -> int:
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
                     help="also time flam with MKL GEMMs (FLAM_ONEDNN_LINEAR=0) at the largest "
                          "batch (default on; off with --quick)")
+    ap.add_argument("--isa", default="native,avx2",
+                    help="instruction-set settings, side by side: native (what the CPU has) and "
+                         "avx2 (capped through ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and "
+                         "MKL_ENABLE_INSTRUCTIONS; the common laptop and cloud case)")
     ap.add_argument("--upstream-python", default="/tmp/upstream-venv/bin/python")
     ap.add_argument("--roberta-dir", default="/tmp/roberta-files",
                     help="vocab.json + merges.txt of roberta-base (both sides' tokenizer)")
@@ -519,6 +542,10 @@ def main(argv=None) -> int:
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     threads = [int(t) for t in args.threads.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
+    isas = [i.strip() for i in args.isa.split(",") if i.strip()]
+    unknown = set(isas) - set(ISA_CAPS)
+    if unknown:
+        ap.error(f"--isa: {', '.join(sorted(unknown))} (choose from {', '.join(ISA_CAPS)})")
     if not Path(args.upstream_python).exists() and set(sections) & {"audio", "pipeline",
                                                                      "flops"}:
         ap.error(f"no upstream venv at {args.upstream_python} (see tests/reference/make_golden.py)")
@@ -548,7 +575,7 @@ def main(argv=None) -> int:
         save()
     if "audio" in sections:
         audio_runs = []
-        for t in threads:
+        for isa, t in [(isa, t) for isa in isas for t in threads]:
             for batch in batches:
                 sides = ["flam", "upstream"]
                 if args.ablation and batch == max(batches):
@@ -556,7 +583,7 @@ def main(argv=None) -> int:
                 for pair, order in interleaved(sides, args.pairs):
                     for side in order:
                         r = run_worker({**base, "side": side, "kind": "audio", "threads": t,
-                                        "batch": batch}, args)
+                                        "batch": batch, "isa": isa}, args)
                         audio_runs.append({**r, "pair": pair})
                         save()
         results["runs"] += audio_runs
@@ -564,13 +591,13 @@ def main(argv=None) -> int:
         save()
     if "pipeline" in sections:
         pipeline_runs = []
-        for t in threads:
+        for isa, t in [(isa, t) for isa in isas for t in threads]:
             for pair, order in interleaved(["flam", "upstream"], args.pairs):
                 pair_runs = {}
                 for side in order:
                     probs_out = work / f"probs-{side}.npy"
                     pair_runs[side] = run_worker(
-                        {**base, "side": side, "kind": "pipeline", "threads": t,
+                        {**base, "side": side, "kind": "pipeline", "threads": t, "isa": isa,
                          "queries": QUERIES, "probs_out": str(probs_out),
                          "repeats": max(args.repeats, 5)}, args)
                 import numpy as np
