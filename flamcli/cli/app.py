@@ -120,16 +120,8 @@ def main() -> None:
     except SystemExit as exc:
         replaced = _lost_messages_code(exc.code)
         if replaced is not None:
-            _silence_stdout_flush()
             sys.exit(replaced)
         raise
-
-
-def _silence_stdout_flush() -> None:
-    try:
-        sys.stdout.flush()
-    except (OSError, ValueError):
-        pass
 
 
 def _main() -> None:

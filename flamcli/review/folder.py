@@ -290,17 +290,22 @@ class ReviewFolder:
                 reviewed_table_text(review_file.file, events).encode(),
         }
 
+    def _edited_outputs(self, review_file: ReviewFile) -> list[Path]:
+        """Reviewed files that neither flam wrote (a checksum in the log) nor the log's state
+        would write: edited by hand, and so never to be overwritten."""
+        if not review_file.known_outputs:
+            return []
+        edited = []
+        for path, data in self._outputs_of(review_file).items():
+            current = _sha_of_file(path)
+            if current not in (None, _sha(data)) and current not in review_file.known_outputs:
+                edited.append(path)
+        return edited
+
     def _check_outputs(self) -> None:
         """Refuse to overwrite a reviewed file edited by hand; rewrite ones that are missing or
         lag behind the log (a crash between saving a decision and writing the files)."""
-        edited = []
-        for review_file in self.files.values():
-            if not review_file.known_outputs:
-                continue
-            for path, data in self._outputs_of(review_file).items():
-                current = _sha_of_file(path)
-                if current is not None and current != _sha(data) and current not in review_file.known_outputs:
-                    edited.append(path)
+        edited = [path for f in self.files.values() for path in self._edited_outputs(f)]
         if edited:
             raise ReviewError(
                 f"{edited[0]}: changed since flam review wrote it (edited by hand?); move it "
@@ -371,12 +376,10 @@ class ReviewFolder:
 
     def _commit(self, review_file: ReviewFile, action: str, event_id: str, before, after,
                 **extra) -> dict:
-        outputs_before = {p: _sha_of_file(p) for p in self._outputs_of(review_file)}
-        for path, checksum in outputs_before.items():
-            if checksum is not None and checksum not in review_file.known_outputs \
-                    and review_file.known_outputs:
-                raise DecisionError(f"{path}: changed since flam review wrote it (edited by "
-                                    "hand?); not overwritten — move it aside to go on", 409)
+        edited = self._edited_outputs(review_file)
+        if edited:
+            raise DecisionError(f"{edited[0]}: changed since flam review wrote it (edited by "
+                                "hand?); not overwritten — move it aside to go on", 409)
         # Apply to a copy first: the outputs' checksums go into the log line.
         previous = review_file.events.get(event_id)
         if after is None:
