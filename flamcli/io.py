@@ -79,18 +79,39 @@ def _special_file(target: Path) -> Path | None:
 
 def _remove_stale_parts(target: Path) -> None:
     """Remove ``.<name>.<pid>.*.part`` files beside ``target`` left by writers that no longer
-    run (a SIGKILLed earlier run): a rerun leaves the folder as an uninterrupted run would."""
-    prefix = f".{target.name}."
+    run (a SIGKILLed earlier run): a rerun leaves the folder as an uninterrupted run would.
+    A folder is listed once per process (a run writing 8000 files into one folder must not
+    list it 8000 times); what a dead writer left there cannot grow while we run."""
+    folder = target.parent
+    stale = _STALE_PARTS.get(folder)
+    if stale is None:
+        stale = _STALE_PARTS[folder] = _stale_parts_in(folder)
+    for part in stale.pop(target.name, []):
+        with contextlib.suppress(OSError):
+            part.unlink()
+
+
+_STALE_PARTS: dict[Path, dict[str, list[Path]]] = {}
+
+
+def _stale_parts_in(folder: Path) -> dict[str, list[Path]]:
+    """{target name: its leftover part files whose writer is gone} of one folder."""
+    found: dict[str, list[Path]] = {}
     try:
-        leftovers = [p for p in target.parent.iterdir()
-                     if p.name.startswith(prefix) and p.name.endswith(PART_SUFFIX)]
+        entries = list(os.scandir(folder))
     except OSError:
-        return
-    for part in leftovers:
-        pid = part.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            with contextlib.suppress(OSError):
-                part.unlink()
+        return found
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(PART_SUFFIX)):
+            continue
+        pieces = name[1:-len(PART_SUFFIX)].rsplit(".", 2)  # target, writer pid, mkstemp's part
+        if len(pieces) != 3 or not pieces[1].isdigit():
+            continue
+        pid = int(pieces[1])
+        if pid != os.getpid() and not _alive(pid):
+            found.setdefault(pieces[0], []).append(folder / name)
+    return found
 
 
 def _alive(pid: int) -> bool:
