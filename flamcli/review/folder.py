@@ -64,12 +64,9 @@ class ReviewEvent:
 class ReviewFile:
     stem: str  # detect's output name, relative to the folder (may hold "/")
     file: str  # the name detect reported (DCASE filename column)
-    record: Path
     audio: Path | None  # found on disk, or None when it moved
-    audio_recorded: str
     duration: float
     sample_rate: int
-    frame_seconds: float
     queries: list[str]
     thresholds: dict[str, float]
     events: dict[str, ReviewEvent] = field(default_factory=dict)
@@ -89,6 +86,14 @@ class ReviewFile:
 
     def reviewed_events(self) -> list[ReviewEvent]:
         return [e for e in self.ordered_events() if e.status == "accepted"]
+
+
+def _set_event(review_file: ReviewFile, event_id: str, state: dict | None) -> None:
+    """An event's state after a decision; None: the event is gone (an added one undone)."""
+    if state is None:
+        review_file.events.pop(event_id, None)
+    else:
+        review_file.events[event_id] = ReviewEvent(**state)
 
 
 def reviewed_labels_text(events: list[ReviewEvent]) -> str:
@@ -193,9 +198,8 @@ class ReviewFolder:
                 events[event.id] = event
             thresholds = {str(q): float(t) for q, t in record["thresholds"].items()}
             review_file = ReviewFile(
-                stem=stem, file=str(record["file"]), record=path, audio=None,
-                audio_recorded=str(record.get("audio")), duration=float(record["duration"]),
-                sample_rate=int(record["sample_rate"]), frame_seconds=float(record["frame_seconds"]),
+                stem=stem, file=str(record["file"]), audio=None,
+                duration=float(record["duration"]), sample_rate=int(record["sample_rate"]),
                 queries=[str(q) for q in record["queries"]], thresholds=thresholds, events=events)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
             self.problems.append(f"{path}: unreadable detect record ({exc.__class__.__name__}: {exc})")
@@ -205,15 +209,13 @@ class ReviewFolder:
             self.problems.append(
                 f"{review_file.file}: audio file moved or deleted (recorded as "
                 f"{record.get('audio')}); its events can still be exported")
-        edited = [name for name, checksum in (record.get("outputs") or {}).items()
-                  if _sha_of_file(path.parent / f"{path.name[: -len(DETECT_RECORD_SUFFIX)]}.{name}")
-                  not in (checksum, None)]
-        if "labels.txt" in edited or "events.tsv" in edited:
-            name = path.name[: -len(DETECT_RECORD_SUFFIX)]
-            self.warnings.append(
-                f"{path.parent / name}.{'labels.txt' if 'labels.txt' in edited else 'events.tsv'}: "
-                "changed since flam detect wrote it; the review starts from detect's own record "
-                f"({path.name}) and leaves that file as it is")
+        base = path.parent / path.name[: -len(DETECT_RECORD_SUFFIX)]
+        for name, checksum in (record.get("outputs") or {}).items():
+            if name in ("labels.txt", "events.tsv") \
+                    and _sha_of_file(Path(f"{base}.{name}")) not in (checksum, None):
+                self.warnings.append(
+                    f"{base}.{name}: changed since flam detect wrote it; the review starts from "
+                    f"detect's own record ({path.name}) and leaves that file as it is")
         self.files[stem] = review_file
 
     @staticmethod
@@ -247,8 +249,7 @@ class ReviewFolder:
                 entry = json.loads(line)
                 self._apply_entry(entry)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                last = number == len(lines) or (number == len(lines) - 1 and not lines[-1])
-                if last and not text.endswith("\n"):  # cut off by a crash mid-append: never confirmed
+                if number == len(lines) and not text.endswith("\n"):  # cut off mid-append
                     self.warnings.append(f"{log}:{number}: incomplete last line (a crash while "
                                          "saving); that decision was never confirmed: moved to "
                                          f"{log.name}.incomplete")
@@ -258,20 +259,21 @@ class ReviewFolder:
                                   "the log aside — nothing was changed")
 
     def _apply_entry(self, entry: dict) -> None:
-        seq = int(entry["seq"])
-        self._seq = max(self._seq, seq)
-        self._entries[seq] = entry
         review_file = self.files.get(entry["file"])
         if review_file is None:
+            self._seq = max(self._seq, int(entry["seq"]))
             self.warnings.append(f"{LOG_NAME}: decisions for {entry['file']!r}, which has no "
                                  "detect record here; kept in the log, not shown")
             return
-        after = entry.get("after")
-        event_id = entry["event"]
-        if after is None:
-            review_file.events.pop(event_id, None)
-        else:
-            review_file.events[event_id] = ReviewEvent(**after)
+        _set_event(review_file, entry["event"], entry.get("after"))
+        self._note(review_file, entry)
+
+    def _note(self, review_file: ReviewFile, entry: dict) -> None:
+        """Book a logged entry (replayed or just written): the undo stack, the checksums flam
+        wrote, the resume point."""
+        seq = int(entry["seq"])
+        self._seq = max(self._seq, seq)
+        self._entries[seq] = entry
         if entry["action"] == "undo":
             undone = int(entry["undoes"])
             if undone in review_file.decisions:
@@ -279,7 +281,7 @@ class ReviewFolder:
         else:
             review_file.decisions.append(seq)
         review_file.known_outputs.update((entry.get("outputs") or {}).values())
-        self.last_decision = {"file": entry["file"], "event": event_id}
+        self.last_decision = {"file": review_file.stem, "event": entry["event"]}
 
     def _outputs_of(self, review_file: ReviewFile) -> dict[Path, bytes]:
         base = self.directory / review_file.stem
@@ -380,12 +382,10 @@ class ReviewFolder:
         if edited:
             raise DecisionError(f"{edited[0]}: changed since flam review wrote it (edited by "
                                 "hand?); not overwritten — move it aside to go on", 409)
-        # Apply to a copy first: the outputs' checksums go into the log line.
+        # Applied before logging, since the log line carries the outputs' checksums; undone
+        # below when the log cannot be written.
         previous = review_file.events.get(event_id)
-        if after is None:
-            review_file.events.pop(event_id, None)
-        else:
-            review_file.events[event_id] = ReviewEvent(**after)
+        _set_event(review_file, event_id, after)
         outputs = self._outputs_of(review_file)
         entry = {"seq": self._seq + 1, "time": _now(), "file": review_file.stem,
                  "event": event_id, "action": action, "before": before, "after": after, **extra,
@@ -394,19 +394,9 @@ class ReviewFolder:
         try:
             self._append(entry)
         except OSError:
-            if previous is None:
-                review_file.events.pop(event_id, None)
-            else:
-                review_file.events[event_id] = previous
+            _set_event(review_file, event_id, None if previous is None else previous.as_dict())
             raise
-        self._seq += 1
-        self._entries[entry["seq"]] = entry
-        if action == "undo":
-            review_file.decisions.remove(extra["undoes"])
-        else:
-            review_file.decisions.append(entry["seq"])
-        review_file.known_outputs.update(entry["outputs"].values())
-        self.last_decision = {"file": review_file.stem, "event": event_id}
+        self._note(review_file, entry)
         try:
             self._write_outputs(review_file)
         except OSError as exc:  # the log holds the decision; the files follow on the next write
