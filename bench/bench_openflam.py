@@ -36,8 +36,10 @@ answer kept in flam's cache); ``FLAM_ONEDNN_LINEAR=0`` in a flam worker's enviro
 nn.Linear's default (MKL) GEMMs, and ``--ablation`` adds such a run per audio pair.
 ``--isa native,avx2`` (the default) measures every audio and pipeline setting twice: as the CPU
 is, and capped to AVX2 in every worker of both sides (``ATEN_CPU_CAPABILITY=avx2``,
-``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``), so an AVX-512 machine also
-reports the common case.
+``ONEDNN_MAX_CPU_ISA=AVX2``, ``MKL_ENABLE_INSTRUCTIONS=AVX2``, ``FBGEMM_ENABLE_INSTRUCTIONS=AVX2``),
+so an AVX-512 machine also reports the common case. ``--int8`` (the default) adds flam with
+``--precision int8`` (``flamcli.models.int8``) to every audio and pipeline setting; the pipeline
+reports its largest probability difference from flam's fp32 output.
 """
 
 from __future__ import annotations
@@ -165,10 +167,14 @@ def setup_worker(spec: dict) -> dict:
 
 
 # -- flam workers ---------------------------------------------------------------------------------
-def load_flam(work: Path):
+def load_flam(work: Path, precision: str = "fp32"):
+    from flamcli.models.int8 import quantize_int8
     from flamcli.models.registry import load_model_directory
 
     build_s, model = timed(lambda: load_model_directory(work / "converted"))
+    if precision == "int8":
+        quantize_s, _ = timed(lambda: quantize_int8(model))
+        build_s += quantize_s
     return model, build_s
 
 
@@ -176,7 +182,7 @@ def flam_audio_worker(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    model, build_s = load_flam(Path(spec["work_dir"]))
+    model, build_s = load_flam(Path(spec["work_dir"]), spec.get("precision", "fp32"))
     clips = torch.from_numpy(np.load(spec["clips"])[: spec["batch"]])
     peak = fp32_peak(spec["peak_size"], spec["peak_repeats"]) if spec["peak_size"] else None
     with torch.inference_mode():
@@ -191,7 +197,7 @@ def flam_pipeline_worker(spec: dict) -> dict:
     import numpy as np
     import torch
 
-    model, build_s = load_flam(Path(spec["work_dir"]))
+    model, build_s = load_flam(Path(spec["work_dir"]), spec.get("precision", "fp32"))
     clip = torch.from_numpy(np.load(spec["clips"])[:1])
     queries = list(spec["queries"])
 
@@ -266,7 +272,7 @@ def flam_flops_worker(spec: dict) -> dict:
 # "avx2" measures the common laptop and cloud case on any x86 machine that has more.
 ISA_CAPS = {"native": {},
             "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-                     "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}
+                     "MKL_ENABLE_INSTRUCTIONS": "AVX2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}}
 
 
 FLAM_WORKERS = {"setup": setup_worker, "audio": flam_audio_worker,
@@ -304,6 +310,9 @@ def run_worker(spec: dict, args) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [args.code, env.get("PYTHONPATH")]))
         if spec["side"] == "flam-mkl":
             env["FLAM_ONEDNN_LINEAR"] = "0"
+        if spec["side"] == "flam-int8":
+            spec = {**spec, "precision": "int8"}
+            command[-1] = json.dumps(spec)
     env.update(ISA_CAPS.get(spec.get("isa", "native"), {}))
     proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
     if proc.returncode:
@@ -345,7 +354,7 @@ def summarise_audio(runs: list[dict], flops: dict) -> list[dict]:
         for batch in sorted({r["batch"] for r in of_isa if r["threads"] == threads}):
             sel = [r for r in of_isa if r["threads"] == threads and r["batch"] == batch]
             by_side = {s: [r for r in sel if r["side"] == s]
-                       for s in ("flam", "upstream", "flam-mkl")}
+                       for s in ("flam", "upstream", "flam-mkl", "flam-int8")}
             row = {"isa": isa, "threads": threads, "batch": batch,
                    **{f"peak_{k}_gflops": v for k, v in peak.items()}}
             for side, side_runs in by_side.items():
@@ -355,7 +364,7 @@ def summarise_audio(runs: list[dict], flops: dict) -> list[dict]:
                 median_s = med([r["median_s_per_clip"] for r in side_runs])
                 best_s = min(r["best_s_per_clip"] for r in side_runs)
                 row[f"{name}_s_per_clip"], row[f"{name}_best_s_per_clip"] = median_s, best_s
-                gflop = upstream_gflop if side == "upstream" else flam_gflop
+                gflop = upstream_gflop if side == "upstream" else flam_gflop  # int8: GOP
                 if gflop:
                     row[f"{name}_gflops"] = gflop / median_s
                     row[f"{name}_best_gflops"] = gflop / best_s
@@ -373,6 +382,10 @@ def summarise_audio(runs: list[dict], flops: dict) -> list[dict]:
                 row["speedup_pair_ratios"] = [
                     ru["median_s_per_clip"] / rf["median_s_per_clip"]
                     for rf, ru in zip(by_side["flam"], by_side["upstream"])]
+            if by_side["flam"] and by_side["flam-int8"]:
+                row["int8_speedup_vs_fp32"] = row["flam_s_per_clip"] / row["flam_int8_s_per_clip"]
+                row["int8_speedup_best_vs_best"] = (row["flam_best_s_per_clip"]
+                                                    / row["flam_int8_best_s_per_clip"])
             rows.append(row)
     return rows
 
@@ -383,6 +396,7 @@ def summarise_pipeline(runs: list[dict]) -> list[dict]:
         sel = [r for r in runs if r["threads"] == threads and r.get("isa", "native") == isa]
         f = [r for r in sel if r["side"] == "flam"]
         u = [r for r in sel if r["side"] == "upstream"]
+        i8 = [r for r in sel if r["side"] == "flam-int8"]
         fm, um = med([r["median_s_per_clip"] for r in f]), med([r["median_s_per_clip"] for r in u])
         fb = min((r["best_s_per_clip"] for r in f), default=None)
         ub = min((r["best_s_per_clip"] for r in u), default=None)
@@ -397,6 +411,13 @@ def summarise_pipeline(runs: list[dict]) -> list[dict]:
                      "flam_token_shape": f[0]["token_shape"] if f else None,
                      "upstream_token_shape": u[0]["token_shape"] if u else None,
                      "max_abs_prob_diff": med([r.get("max_abs_prob_diff") for r in u])})
+        if i8:
+            im = med([r["median_s_per_clip"] for r in i8])
+            rows[-1].update(
+                int8_s=im, int8_best_s=min(r["best_s_per_clip"] for r in i8),
+                int8_speedup_vs_fp32=fm / im if fm else None,
+                int8_speedup_vs_upstream=um / im if um else None,
+                int8_max_abs_prob_diff_vs_fp32=max(r["max_abs_prob_diff_vs_fp32"] for r in i8))
     return rows
 
 
@@ -459,6 +480,22 @@ def markdown(results: dict) -> str:
                 f"({fmt(r.get('flam_best_frac_best_peak_onednn'), 2)}) "
                 f"| {fmt(r.get('upstream_frac_peak_mkl'), 2)} |")
         lines.append("")
+        int8_rows = [r for r in results["audio_summary"] if r.get("int8_speedup_vs_fp32")]
+        if int8_rows:
+            lines += ["--precision int8 (audio side's Linear layers in int8), s per 10 s clip: "
+                      "median over processes / best call of any.", "",
+                      "| ISA | threads | batch | flam fp32 | flam int8 | int8 speed-up median "
+                      "(best) | int8 vs upstream median |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for r in int8_rows:
+                vs_upstream = (r["upstream_s_per_clip"] / r["flam_int8_s_per_clip"]
+                               if r.get("upstream_s_per_clip") else None)
+                lines.append(
+                    f"| {r.get('isa', 'native')} | {r['threads']} | {r['batch']} "
+                    f"| {fmt(r['flam_s_per_clip'])} / {fmt(r['flam_best_s_per_clip'])} "
+                    f"| {fmt(r['flam_int8_s_per_clip'])} / {fmt(r['flam_int8_best_s_per_clip'])} "
+                    f"| **{fmt(r['int8_speedup_vs_fp32'], 2)}x** "
+                    f"({fmt(r['int8_speedup_best_vs_best'], 2)}x) | {fmt(vs_upstream, 2)}x |")
+            lines.append("")
     if results.get("pipeline_summary"):
         lines += ["One clip + 10 queries, s: median over processes / best call of any.", "",
                   "| ISA | threads | upstream | flam | speed-up median (best) | upstream tokens "
@@ -470,6 +507,16 @@ def markdown(results: dict) -> str:
                          f"({fmt(r['speedup_best_vs_best'], 2)}x) "
                          f"| {r['upstream_token_shape']} | {r['flam_token_shape']} "
                          f"| {fmt(r['max_abs_prob_diff'], 7)} |")
+        int8_rows = [r for r in results["pipeline_summary"] if r.get("int8_s")]
+        if int8_rows:
+            lines += ["", "The same with --precision int8:", "",
+                      "| ISA | threads | flam int8 | vs flam fp32 | vs upstream "
+                      "| max abs prob diff vs fp32 |", "|---|---:|---:|---:|---:|---:|"]
+            for r in int8_rows:
+                lines.append(f"| {r['isa']} | {r['threads']} | {fmt(r['int8_s'])} / "
+                             f"{fmt(r['int8_best_s'])} | {fmt(r['int8_speedup_vs_fp32'], 2)}x "
+                             f"| {fmt(r['int8_speedup_vs_upstream'], 2)}x "
+                             f"| {fmt(r['int8_max_abs_prob_diff_vs_fp32'], 4)} |")
         lines.append("")
     load = results.get("load_summary")
     if load and "safetensors" in load:
@@ -519,6 +566,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
                     help="also time flam with MKL GEMMs (FLAM_ONEDNN_LINEAR=0) at the largest "
                          "batch (default on; off with --quick)")
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time flam with --precision int8 (audio and pipeline; default on)")
     ap.add_argument("--isa", default="native,avx2",
                     help="instruction-set settings, side by side: native (what the CPU has) and "
                          "avx2 (capped through ATEN_CPU_CAPABILITY, ONEDNN_MAX_CPU_ISA and "
@@ -580,6 +629,8 @@ def main(argv=None) -> int:
                 sides = ["flam", "upstream"]
                 if args.ablation and batch == max(batches):
                     sides.append("flam-mkl")
+                if args.int8:
+                    sides.append("flam-int8")
                 for pair, order in interleaved(sides, args.pairs):
                     for side in order:
                         r = run_worker({**base, "side": side, "kind": "audio", "threads": t,
@@ -592,7 +643,8 @@ def main(argv=None) -> int:
     if "pipeline" in sections:
         pipeline_runs = []
         for isa, t in [(isa, t) for isa in isas for t in threads]:
-            for pair, order in interleaved(["flam", "upstream"], args.pairs):
+            sides = ["flam", "upstream"] + (["flam-int8"] if args.int8 else [])
+            for pair, order in interleaved(sides, args.pairs):
                 pair_runs = {}
                 for side in order:
                     probs_out = work / f"probs-{side}.npy"
@@ -605,6 +657,10 @@ def main(argv=None) -> int:
                 diff = float(np.abs(np.load(work / "probs-flam.npy")
                                     - np.load(work / "probs-upstream.npy")).max())
                 pair_runs["upstream"]["max_abs_prob_diff"] = diff
+                if "flam-int8" in pair_runs:
+                    pair_runs["flam-int8"]["max_abs_prob_diff_vs_fp32"] = float(np.abs(
+                        np.load(work / "probs-flam-int8.npy")
+                        - np.load(work / "probs-flam.npy")).max())
                 for side in order:
                     pipeline_runs.append({**pair_runs[side], "pair": pair})
                 save()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import IntEnum
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -166,6 +166,29 @@ DeviceOption = Annotated[
     str, typer.Option("--device", callback=check_device,
                       help="auto (CUDA when available), cpu or cuda.")
 ]
+class Precision(str, Enum):
+    fp32 = "fp32"
+    int8 = "int8"
+
+
+def check_precision_option(ctx: typer.Context, value: Precision) -> Precision:
+    """--precision int8 with an explicit GPU --device, or on a torch without a quantised CPU
+    engine, is refused before any work (--device is declared, so parsed, first)."""
+    from ..models.int8 import PrecisionError, check_precision
+
+    try:
+        check_precision(value.value, ctx.params.get("device"))
+    except PrecisionError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+PrecisionOption = Annotated[
+    Precision, typer.Option(
+        "--precision", callback=check_precision_option,
+        help="fp32, or int8: the audio model's Linear layers in 8-bit integers on the CPU, "
+             "approximate and faster on transformer audio models (docs/benchmarks.md).")
+]
 ThreadsOption = Annotated[
     Optional[int], typer.Option("--threads", min=1, max=4096, help="CPU threads for torch (default: torch's choice).")
 ]
@@ -186,6 +209,12 @@ OverlapOption = Annotated[
                         help="Overlap between model windows on long files (seconds); more "
                              "costs audio-model time.")
 ]
+
+
+def describe_model(model) -> str:
+    """The log line's model: name, source, device and, when not fp32, the precision."""
+    text = f"{model.info.name} ({model.info.source}) on {model.device}"
+    return text if model.info.precision == "fp32" else f"{text}, {model.info.precision}"
 
 
 def check_overlap(model, overlap: float, log: "Log") -> bool:

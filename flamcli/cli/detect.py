@@ -15,8 +15,9 @@ from ..audio import AUDIO_EXTENSIONS
 from ..events import DEFAULT_OVERLAP
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
+                     Precision, PrecisionOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, VersionOption,
-                     check_overlap, configure_torch, progress_bar)
+                     check_overlap, describe_model, configure_torch, progress_bar)
 
 
 class Format(str, Enum):
@@ -175,6 +176,7 @@ def detect(
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.fp32,
     batch_size: BatchOption = 8,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
@@ -196,13 +198,13 @@ def detect(
     queries = usable_queries(log, all_queries, 'flam detect clip.wav "dog barks"')
     exit_code = _run(log, audio_args, queries, fmt, output_dir, threshold or [], median_filter,
                      min_duration, merge_gap, overlap, approximate, no_plot, model, revision,
-                     device, batch_size, threads, quiet, cache)
+                     device, batch_size, threads, quiet, cache, precision=precision.value)
     raise typer.Exit(exit_code)
 
 
 def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_filter,
          min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
-         batch_size, threads, quiet, cache_dir=None, stdout=None) -> int:
+         batch_size, threads, quiet, cache_dir=None, stdout=None, precision="fp32") -> int:
     """``stdout``: where the ``fmt`` table goes (default sys.stdout; `flam review` passes a sink)."""
     from ..detection import QueryError, iter_detect, resolve_thresholds
     from ..models.registry import ModelLoadError, load_model
@@ -238,11 +240,11 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
 
     configure_torch(threads)
     try:
-        model = load_model(model_name, device=device, revision=revision)
+        model = load_model(model_name, device=device, revision=revision, precision=precision)
     except ModelLoadError as exc:
         log.error(str(exc))
         return ExitCode.MODEL
-    log.info(f"model: {model.info.name} ({model.info.source}) on {model.device}")
+    log.info(f"model: {describe_model(model)}")
     if not check_overlap(model, overlap, log):
         return ExitCode.USAGE
 

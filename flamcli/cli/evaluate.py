@@ -15,7 +15,8 @@ import typer
 
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, MAX_MEDIAN_FILTER
 from .app import app
-from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, QuietOption,
+from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, describe_model,
+                     Precision, PrecisionOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
 
 eval_app = typer.Typer(
@@ -78,16 +79,17 @@ def _table(log: Log, title: str, rows: list[tuple[str, object]], percent: bool =
     log.console.print(table)
 
 
-def _load(model_name, revision, device, threads, log: Log):
+def _load(model_name, revision, device, threads, log: Log, precision: "Precision"):
     from ..models.registry import ModelLoadError, load_model
 
     configure_torch(threads)
     try:
-        model = load_model(model_name, device=device, revision=revision)
+        model = load_model(model_name, device=device, revision=revision,
+                           precision=precision.value)
     except ModelLoadError as exc:
         log.error(str(exc))
         raise _Stop(ExitCode.MODEL)
-    log.info(f"model: {model.info.name} ({model.info.source}) on {model.device}")
+    log.info(f"model: {describe_model(model)}")
     return model
 
 
@@ -171,6 +173,7 @@ def sed_command(
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.fp32,
     batch_size: BatchOption = 8,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
@@ -235,7 +238,7 @@ def sed_command(
             if not queries:
                 log.error(f"{ground_truth}: no labels to use as queries (give --queries)")
                 raise _Stop(ExitCode.USAGE)
-            loaded = _load(model, revision, device, threads, log)
+            loaded = _load(model, revision, device, threads, log, precision)
             results = _detect(loaded, [str(audio)], queries, threshold, median_filter,
                               batch_size, quiet, log)
             queries = results[0].queries if results else queries
@@ -304,6 +307,7 @@ def ground_command(
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.fp32,
     batch_size: BatchOption = 8,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
@@ -382,7 +386,7 @@ def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_fi
 
     paths = resolve_audio(audio, [row["audio_path"] for row in truth], str(audio))
     captions = list(dict.fromkeys(row["caption"] for row in truth))
-    loaded = _load(model_name, revision, device, threads, log)
+    loaded = _load(model_name, revision, device, threads, log, precision)
     unique = list(dict.fromkeys(paths.values()))
     by_path, failed = {}, False
     for result in iter_ground(loaded, [str(p) for p in unique], captions, threshold=threshold,
@@ -421,6 +425,7 @@ def retrieval_command(
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.fp32,
     batch_size: BatchOption = 8,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
@@ -439,7 +444,7 @@ def retrieval_command(
         pairs = read_captions(captions)
         paths = resolve_audio(audio, [f for f, _ in pairs], str(captions))
         files = list(paths)
-        loaded = _load(model, revision, device, threads, log)
+        loaded = _load(model, revision, device, threads, log, precision)
         audio_vectors = embed_audio_files(loaded, [paths[f] for f in files], batch_size)
         text_vectors = embed_texts(loaded, [c for _, c in pairs])
         index = {f: i for i, f in enumerate(files)}
@@ -463,6 +468,7 @@ def classify_command(
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.fp32,
     batch_size: BatchOption = 8,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
@@ -484,7 +490,7 @@ def classify_command(
         pairs = read_labels(labels)
         paths = resolve_audio(audio, [f for f, _ in pairs], str(labels))
         names = sorted({label for _, label in pairs})
-        loaded = _load(model, revision, device, threads, log)
+        loaded = _load(model, revision, device, threads, log, precision)
         audio_vectors = embed_audio_files(loaded, [paths[f] for f, _ in pairs], batch_size)
         prompt_vectors = embed_texts(loaded, [prompt_for(n, prompt) for n in names])
         report = classification_metrics(audio_vectors, prompt_vectors,

@@ -12,7 +12,8 @@ import typer
 
 from .app import app
 from .common import (BatchOption, one_line, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
-                     OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap,
+                     Precision, PrecisionOption,
+                     OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap, describe_model,
                      configure_torch, progress_bar)
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
 from .detect import gather_arguments, parse_thresholds, usable_queries
@@ -72,6 +73,7 @@ def ground(
     model: ModelOption = None,
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = Precision.fp32,
     batch_size: BatchOption = 8,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
@@ -113,11 +115,12 @@ def ground(
         log.error(problem)
     configure_torch(threads)
     try:
-        loaded = load_model(model, device=device, revision=revision)
+        loaded = load_model(model, device=device, revision=revision,
+                            precision=precision.value)
     except ModelLoadError as exc:
         log.error(str(exc))
         raise typer.Exit(ExitCode.MODEL)
-    log.info(f"model: {loaded.info.name} ({loaded.info.source}) on {loaded.device}")
+    log.info(f"model: {describe_model(loaded)}")
     if not check_overlap(loaded, overlap, log):
         raise typer.Exit(ExitCode.USAGE)
 

@@ -55,6 +55,7 @@ class ModelInfo:
     revision: str | None = None
     licence: str | None = None
     extra: dict = field(default_factory=dict)
+    precision: str = "fp32"  # "int8" after flamcli.models.int8.quantize_int8
 
     def as_dict(self) -> dict:
         out = {"name": self.name, "source": self.source}
@@ -62,6 +63,8 @@ class ModelInfo:
             out["revision"] = self.revision
         if self.licence:
             out["licence"] = self.licence
+        if self.precision != "fp32":  # fp32 records stay as they were before int8 existed
+            out["precision"] = self.precision
         return out
 
 

@@ -126,6 +126,11 @@ class Linear(nn.Linear):
     anything that may need gradients, any other device or dtype, takes the ordinary path.
     """
 
+    #: Set by :func:`flamcli.models.int8.quantize_int8`: the weight packed as int8, used instead
+    #: of the float one whenever no gradient is needed (``--precision int8``).
+    int8_weight = None
+    int8_reduce_range = True  # 7-bit activations (FBGEMM; see flamcli.models.int8)
+
     def reset_parameters(self) -> None:
         # On the meta device (the loader's build) there is nothing to initialise: the loaded
         # weights replace these.
@@ -136,6 +141,8 @@ class Linear(nn.Linear):
                 residual: torch.Tensor | None = None) -> torch.Tensor:
         if activation not in (None, "gelu") or (activation and residual is not None):
             raise ValueError("Linear fuses either activation='gelu' or a residual, not both")
+        if self.int8_weight is not None and self._runs_without_grad(x, residual):
+            return self._int8_forward(x, activation, residual)
         if self._use_onednn(x, residual):
             if residual is not None:
                 return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight,
@@ -149,11 +156,27 @@ class Linear(nn.Linear):
             out = F.gelu(out)
         return out if residual is None else out + residual
 
-    def _use_onednn(self, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+    def _int8_forward(self, x: torch.Tensor, activation: str | None,
+                      residual: torch.Tensor | None) -> torch.Tensor:
+        shape = x.shape
+        out = torch.ops.quantized.linear_dynamic(x.reshape(-1, shape[-1]), self.int8_weight,
+                                                 self.int8_reduce_range)
+        out = out.view(*shape[:-1], self.out_features)
+        # The output is fresh and needs no gradient, so GELU and the residual go in place:
+        # a new activation-sized buffer costs more than either.
+        if activation:
+            torch.ops.aten.gelu_(out)
+        return out if residual is None else out.add_(residual)
+
+    def _runs_without_grad(self, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+        """Inference on the CPU in float32 with no broadcasting: the fused paths' domain."""
         tensors = [x, self.weight] + ([] if residual is None else [residual])
         out_shape = (*x.shape[:-1], self.out_features)
         return (x.dim() >= 2 and x.numel() > 0
                 and (residual is None or residual.shape == out_shape)  # no broadcasting
                 and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-                and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+                and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)))
+
+    def _use_onednn(self, x: torch.Tensor, residual: torch.Tensor | None) -> bool:
+        return (self._runs_without_grad(x, residual)
                 and torch.backends.mkldnn.enabled and use_onednn())

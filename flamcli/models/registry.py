@@ -533,12 +533,21 @@ def choose_default_model(cache_dir=None) -> str:
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, device: str | torch.device | None = None,
-               revision: str | None = None, cache_dir: str | Path | None = None) -> FlamModel:
+               revision: str | None = None, cache_dir: str | Path | None = None,
+               precision: str = "fp32") -> FlamModel:
     """Load a FLAM model by registry name, model directory or weights file.
 
     ``name_or_path`` defaults to ``$FLAM_MODEL``, then to ``openflam-v1-base`` when it is cached
     or downloadable, then to the bundled model. ``debug`` is never chosen silently.
+    ``precision="int8"`` runs the audio side's Linear layers in int8 on the CPU (:mod:`.int8`;
+    ``device`` auto then means the CPU).
     """
+    from .int8 import check_precision, quantize_int8
+
+    check_precision(precision, device)  # PrecisionError (a ValueError) before any loading
+    if device in (None, "auto"):
+        device = "cpu" if precision == "int8" else default_device()
+    target = torch.device(device)
     name = os.fspath(name_or_path) if name_or_path is not None else os.environ.get("FLAM_MODEL")
     chosen_for_the_user = not name
     if chosen_for_the_user:
@@ -554,10 +563,12 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
         logger.warning("%s could not be loaded (%s): using the bundled model %s", name, exc,
                        bundled)
         model = _resolve(bundled, None, cache_dir)
-    target = torch.device(device) if device not in (None, "auto") else default_device()
     if target.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("--device cuda was requested but CUDA is not available")
-    return model.to(target)
+    model = model.to(target)
+    if precision == "int8":
+        quantize_int8(model)
+    return model
 
 
 def _resolve(name: str, revision: str | None, cache_dir) -> FlamModel:
