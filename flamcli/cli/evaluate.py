@@ -360,7 +360,8 @@ def ground_command(
             predicted, lengths = _ground_with_model(truth, audio, lengths, threshold,
                                                     min_duration, median_filter, model,
                                                     revision, device,
-                                                    batch_size, threads, quiet, log, meta)
+                                                    batch_size, threads, quiet, log, meta,
+                                                    precision)
             source = f"{audio} (model run)"
         report = evaluate_grounding(truth, predicted, durations=lengths,
                                     joint_iou=iou_threshold, source=source)
@@ -377,7 +378,7 @@ def ground_command(
 
 
 def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_filter, model_name,
-                       revision, device, batch_size, threads, quiet, log, meta):
+                       revision, device, batch_size, threads, quiet, log, meta, precision):
     """Answer every row with flam ground's library call (the same answers as ``flam ground
     -f json``): present = a window above the threshold, windows = its intervals."""
     from ..detection import model_thresholds
