@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .audio import AudioInfo
-from .io import atomic_path, sha256_of, write_text_atomic
+from .files import atomic_path, sha256_of, write_text_atomic
 
 # Bump when the stored layout, the windowing or what may be stored changes meaning. 2: files
 # the decoder finds truncated are refused, so entries written by 1 may hold such files.

@@ -16,7 +16,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import TextIO
 
 from .detection import FileResult
-from .io import atomic_path
+from .files import atomic_path
 
 FORMATS = ("tsv", "csv", "json", "jsonl", "audacity", "scores")
 DCASE_COLUMNS = ("filename", "onset", "offset", "event_label", "confidence")

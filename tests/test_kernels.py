@@ -21,7 +21,7 @@ def fresh_choice(monkeypatch):
 
 @pytest.mark.skipif(not linear._onednn_linear_available(), reason="a torch without oneDNN")
 def test_the_faster_path_is_timed_once_and_remembered(fresh_choice, monkeypatch):
-    from flamcli.io import flam_cache_dir
+    from flamcli.files import flam_cache_dir
 
     timed = []
     real = linear.time_gemms
@@ -44,7 +44,7 @@ def test_the_faster_path_is_timed_once_and_remembered(fresh_choice, monkeypatch)
 
 
 def test_a_damaged_choice_file_is_timed_again(fresh_choice):
-    from flamcli.io import flam_cache_dir
+    from flamcli.files import flam_cache_dir
 
     path = flam_cache_dir() / linear.KERNEL_CACHE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -249,7 +249,7 @@ def test_a_queries_file_with_a_utf8_bom(cli, make_audio, tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 def test_a_failed_atomic_write_names_the_path_asked_for(cli, make_audio):
-    from flamcli.io import write_text_atomic
+    from flamcli.files import write_text_atomic
 
     with pytest.raises(OSError) as caught:
         write_text_atomic("/proc/flam-out.json", "{}")

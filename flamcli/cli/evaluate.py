@@ -45,7 +45,7 @@ class _Stop(Exception):
 
 
 def _emit(report: dict, output: Path | None, log: Log) -> None:
-    from ..io import write_text_atomic
+    from ..files import write_text_atomic
 
     text = json.dumps(report, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     if output is not None:

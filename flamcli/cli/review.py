@@ -96,7 +96,7 @@ def review(
 
 
 def _export(log: Log, folder_path: Path, target: Path) -> int:
-    from ..io import write_text_atomic
+    from ..files import write_text_atomic
     from ..review import ReviewError, ReviewFolder
 
     try:

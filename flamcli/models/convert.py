@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..io import atomic_path
+from ..files import atomic_path
 from .config import FlamConfig, openflam_v1_base_config
 from .text import roberta_tokenizer
 

@@ -95,7 +95,7 @@ def use_onednn() -> bool:
         return False
     import json
 
-    from ..io import flam_cache_dir, write_text_atomic
+    from ..files import flam_cache_dir, write_text_atomic
 
     path = flam_cache_dir() / KERNEL_CACHE_FILE
     key = machine_key()

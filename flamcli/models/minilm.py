@@ -105,7 +105,7 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
     """
     from safetensors.torch import save_file
 
-    from ..io import atomic_path, sha256_of
+    from ..files import atomic_path, sha256_of
     from .registry import (CARD_FILE, CONFIG_FILE, NOTICE_FILE, TEXT_TOWER_FILE,
                            TEXT_TOWER_POINTER, WEIGHTS_FILE, load_model_directory)
     from .text import TextTokenizer

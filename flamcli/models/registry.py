@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..io import atomic_path, flam_cache_dir, sha256_of
+from ..files import atomic_path, flam_cache_dir, sha256_of
 from .config import FlamConfig, debug_config, openflam_v1_base_config
 from .convert import (OPENFLAM_CHECKPOINT, OPENFLAM_LICENCE, OPENFLAM_NOTICE, convert_openflam,
                       looks_like_openflam)

@@ -187,7 +187,7 @@ def convert(wheel: Path, output: Path, half: bool = False) -> Path:
     ``half``) and its NOTICE."""
     from safetensors.torch import save_file
 
-    from ..io import atomic_path
+    from ..files import atomic_path
     from .registry import NOTICE_FILE  # here: the registry imports this module's tower
 
     state = aisfx_tower_state(read_aisfx_wheel(wheel))

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..io import write_text_atomic
+from ..files import write_text_atomic
 from ..writers import DETECT_RECORD_FORMAT, DETECT_RECORD_SUFFIX, interval_text, label_text, tsv_row
 
 LOG_NAME = "review.jsonl"

@@ -116,7 +116,7 @@ class ReviewServer:
                 return data
         data = spectrogram_picture(review_file.audio, start, end, width)
         if disk is not None:
-            from ..io import atomic_path
+            from ..files import atomic_path
 
             try:
                 with atomic_path(disk) as tmp:

@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..audio import AUDIO_EXTENSIONS, AudioError, probe, read_blocks, readable_name
-from ..io import sha256_of, write_text_atomic
+from ..files import sha256_of, write_text_atomic
 
 KINDS = ("event", "background")
 # Longest event in FLAM's recipe (§6: "items < 10 s"), and the words marking an ambience.

@@ -165,8 +165,8 @@ def _decoded(clip: Clip, sample_rate: int, use_cache: bool) -> np.ndarray:
     """Mono float32 at ``sample_rate``; from the cache when this clip was decoded before."""
     import soundfile as sf
 
-    from ..io import atomic_path
-    from ..io import flam_cache_dir
+    from ..files import atomic_path
+    from ..files import flam_cache_dir
 
     cached = None
     if use_cache and len(clip.sha256) == 64:

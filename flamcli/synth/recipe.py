@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..io import write_text_atomic
+from ..files import write_text_atomic
 
 
 class RecipeError(ValueError):

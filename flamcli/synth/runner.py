@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..io import atomic_path, write_text_atomic
+from ..files import atomic_path, write_text_atomic
 from .corpus import Clip, Skipped
 from .mixing import (AudioBank, Mixture, bank_notes, check_bank, make_mixture, mixture_id,
                      render)

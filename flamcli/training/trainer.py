@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..io import atomic_path, write_text_atomic
+from ..files import atomic_path, write_text_atomic
 from ..models.config import CONV_TOWERS
 from .losses import FlamLoss, LossConfig, build_text_slots
 

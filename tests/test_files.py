@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flamcli.io import atomic_path, write_text_atomic
+from flamcli.files import atomic_path, write_text_atomic
 
 
 def test_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path):
@@ -45,7 +45,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from flamcli.io import write_text_atomic
+    from flamcli.files import write_text_atomic
 
     old = os.umask(0o027)
     try:
