@@ -146,7 +146,7 @@ def test_weights_and_paper_initialisation(debug_model):
 @pytest.fixture(scope="module")
 def full_computations():
     """The one-process loss and gradients per global loss, computed once for the module."""
-    from flamcli.training.parity import full_computation
+    from ring_parity import full_computation
 
     cache = {}
 
@@ -161,7 +161,7 @@ def full_computations():
 @pytest.mark.parametrize("global_loss, world", [("sigmoid", 2), ("sigmoid", 3), ("infonce", 2),
                                                 ("infonce", 3)])
 def test_ring_matches_single_process(global_loss, world, full_computations):
-    from flamcli.training.parity import check_parity
+    from ring_parity import check_parity
 
     result = check_parity(world, global_loss, full=full_computations(global_loss))
     assert not result["missing"]

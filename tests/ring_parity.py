@@ -1,4 +1,4 @@
-"""Ring-vs-single-process parity check on CPU (gloo), used by the tests and the benchmark.
+"""Ring-vs-single-process parity check on CPU (gloo), a helper of tests/test_train.py.
 
 ``check_parity(world)`` spawns ``world`` gloo processes on this machine, shards one fixed batch
 of the debug model, runs the ring loss with backward, sums the gradients over ranks and
@@ -38,20 +38,20 @@ def _batch(model, seed: int = 1):
 
 
 def _model():
-    from ..models.registry import build_debug_model
+    from flamcli.models.registry import build_debug_model
 
     return build_debug_model().eval()  # eval: BatchNorm statistics must not depend on shards
 
 
 def _loss(global_loss: str):
-    from .losses import FlamLoss, LossConfig
+    from flamcli.training.losses import FlamLoss, LossConfig
 
     return FlamLoss(LossConfig(global_loss=global_loss))
 
 
 def full_computation(global_loss: str = "sigmoid"):
-    from .batch import loss_inputs
-    from .losses import build_text_slots
+    from flamcli.training.batch import loss_inputs
+    from flamcli.training.losses import build_text_slots
 
     model, loss_fn = _model(), _loss(global_loss)
     waves = _batch(model)
@@ -68,9 +68,9 @@ def full_computation(global_loss: str = "sigmoid"):
 def _worker(rank: int, world: int, rendezvous: str, global_loss: str, result_path: str):
     import torch.distributed as dist
 
-    from .batch import loss_inputs
-    from .losses import build_text_slots
-    from .ring import all_reduce_gradients, all_reduce_plain
+    from flamcli.training.batch import loss_inputs
+    from flamcli.training.losses import build_text_slots
+    from flamcli.training.ring import all_reduce_gradients, all_reduce_plain
 
     torch.set_num_threads(1)
     # A rendezvous file rather than a probed free TCP port, which another process could take
