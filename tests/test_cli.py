@@ -257,7 +257,15 @@ def test_models_lists_the_registry(cli):
 
     for name in ("debug", "flam-tiny"):
         assert listed[name]["presence_threshold"] == load_model(name).config.presence_threshold
-    assert "(threshold 0.5)" in cli("models").stdout
+    # piped (as here), a TSV with a header; a table when asked (the default on a terminal)
+    lines = [line.split("\t") for line in cli("models").stdout.splitlines()]
+    assert lines[0] == ["name", "source", "presence_threshold", "licence", "description"]
+    by_name = {fields[0]: fields for fields in lines[1:]}
+    assert all(len(fields) == 5 for fields in lines)
+    assert by_name["flam-tiny"][2] == f"{listed['flam-tiny']['presence_threshold']:g}"
+    assert by_name["debug"][1] == "built-in"
+    table = cli("models", "-f", "table").stdout
+    assert "threshold" in table and "flam-tiny" in table and "\t" not in table
 
 
 def test_python_dash_m_and_console_script_in_a_real_process(make_audio):

@@ -1,54 +1,66 @@
-"""``flam models``: list the registry (names, sources, licences)."""
+"""``flam models``: list the registry (names, sources, thresholds, licences)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import sys
+from enum import Enum
+from typing import Annotated, Optional
 
 import typer
 
 from .app import app
 
 
+class ModelsFormat(str, Enum):
+    table = "table"
+    tsv = "tsv"
+    json = "json"
+
+
+TSV_COLUMNS = ("name", "source", "presence_threshold", "licence", "description")
+
+
 @app.command("models")
 def models_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable list on stdout.")] = False,
+    fmt: Annotated[Optional[ModelsFormat], typer.Option(
+        "-f", "--format", help="table (the default on a terminal), tsv (the default when "
+                               "piped: a header line, then one model per line) or json.",
+        show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
-    """List the models --model accepts by name (directories and files work too)."""
-    from ..models.config import FlamConfig
-    from ..models.registry import (BUNDLED_MODEL, ModelLoadError, bundled_model_dir,
-                                   list_models, read_model_config)
+    """List the models --model accepts by name (directories and files work too), with the
+    threshold detection uses for each by default.
 
-    entries = list_models()
+    [bold]Examples[/bold]
 
-    def threshold_of(e) -> float:
-        """The threshold `flam detect` and `flam ground` use by default: the bundled model's
-        card value, the calibrated boundary for the others."""
-        folder = bundled_model_dir(e.name) if e.name == BUNDLED_MODEL else None
-        if folder is not None:
-            try:
-                return read_model_config(folder).presence_threshold
-            except ModelLoadError:  # unreadable: `flam detect` will say so
-                pass
-        return FlamConfig.presence_threshold
+      flam models
 
-    def source_of(e) -> str:
-        if e.repo_id:
-            return f"hf://{e.repo_id}@{e.revision[:10]}"
-        if e.name == BUNDLED_MODEL:
-            return "bundled" if bundled_model_dir(e.name) else "bundled (not in this version)"
-        return "built-in"
+      flam models -f tsv | cut -f1
+    """
+    from ..models.registry import describe_models
 
+    rows = describe_models()
     if as_json:
-        typer.echo(json.dumps([
-            {"name": e.name, "description": e.description, "source": source_of(e),
-             "repo_id": e.repo_id, "revision": e.revision, "licence": e.licence,
-             "presence_threshold": threshold_of(e)}
-            for e in entries
-        ], indent=2))
-        return
-    for e in entries:
-        source = source_of(e)
-        licence = f"  [{e.licence}]" if e.licence else ""
-        typer.echo(f"{e.name}\t{source}\t{e.description}{licence}  "
-                   f"(threshold {threshold_of(e):g})")
+        fmt = ModelsFormat.json
+    if fmt is None:
+        fmt = ModelsFormat.table if sys.stdout.isatty() else ModelsFormat.tsv
+    if fmt is ModelsFormat.json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif fmt is ModelsFormat.tsv:
+        typer.echo("\t".join(TSV_COLUMNS))
+        for row in rows:
+            typer.echo("\t".join("" if row[c] is None else f"{row[c]:g}" if isinstance(row[c], float)
+                                 else " ".join(str(row[c]).split()) for c in TSV_COLUMNS))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(show_header=True, header_style="bold", show_lines=False)
+        for column, justify in (("name", "left"), ("source", "left"), ("threshold", "right"),
+                                ("licence", "left"), ("description", "left")):
+            table.add_column(column, justify=justify, overflow="fold")
+        for row in rows:
+            table.add_row(row["name"], row["source"], f"{row['presence_threshold']:g}",
+                          row["licence"] or "", row["description"])
+        Console(soft_wrap=False).print(table)

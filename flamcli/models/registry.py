@@ -116,6 +116,35 @@ def list_models() -> list[RegistryEntry]:
     return list(REGISTRY.values())
 
 
+def entry_source(entry: RegistryEntry) -> str:
+    """Where a registry model comes from, in one word or URL: ``hf://repo@commit``,
+    ``bundled`` or ``built-in``."""
+    if entry.repo_id:
+        return f"hf://{entry.repo_id}@{entry.revision[:10]}"
+    if entry.name == BUNDLED_MODEL:
+        return "bundled" if bundled_model_dir(entry.name) else "bundled (not in this version)"
+    return "built-in"
+
+
+def entry_threshold(entry: RegistryEntry) -> float:
+    """The threshold detection and grounding use by default with this model: the bundled
+    model's card value, the calibrated boundary for the others (without loading weights)."""
+    folder = bundled_model_dir(entry.name) if entry.name == BUNDLED_MODEL else None
+    if folder is not None:
+        try:
+            return read_model_config(folder).presence_threshold
+        except ModelLoadError:  # unreadable: loading it will say so
+            pass
+    return FlamConfig.presence_threshold
+
+
+def describe_models() -> list[dict]:
+    """One row per registry model: name, source, default threshold, licence, description."""
+    return [{"name": e.name, "source": entry_source(e), "presence_threshold": entry_threshold(e),
+             "licence": e.licence, "description": e.description, "repo_id": e.repo_id,
+             "revision": e.revision} for e in list_models()]
+
+
 # ---------------------------------------------------------------------------------------------
 # Saving and loading flam model directories
 
