@@ -243,7 +243,7 @@ def test_version_and_help(cli):
     assert cli("--version").stdout.strip() == f"flam {__version__}"
     assert cli("detect", "--version").stdout.strip() == f"flam {__version__}"
     help_text = cli("detect", "--help").stdout
-    for option in ("--format", "--output-dir", "--threshold", "--median-filter", "--min-duration",
+    for option in ("--format", "--output", "--threshold", "--median-filter", "--min-duration",
                    "--merge-gap", "--model", "--device", "--batch-size", "--threads", "--quiet"):
         assert option in help_text
 
@@ -362,3 +362,15 @@ def test_resampled_stereo_mp3_example(cli):
     files = json.loads(result.stdout)["files"]
     assert [f["file"].rsplit("/", 1)[-1] for f in files] == ["cat.mp3", "dog.mp3"]
     assert files[1]["duration"] == pytest.approx(sf.info(str(EXAMPLES / "sounds" / "dog.mp3")).duration, abs=0.05)
+
+
+def test_output_dir_is_still_accepted_as_the_old_name_of_output(cli, make_audio, tmp_path):
+    clip = make_audio("clip.wav", seconds=2.0)
+    old = cli("detect", clip, "a tone", "-m", "debug", "--output-dir", tmp_path / "old", "--no-plot")
+    assert old.exit_code == 0, old.stderr
+    assert (tmp_path / "old" / "clip.events.tsv").is_file()
+    assert "--output-dir" not in cli("detect", "--help").stdout  # hidden, not advertised
+    both = cli("detect", clip, "a tone", "-m", "debug", "-o", tmp_path / "a",
+               "--output-dir", tmp_path / "b")
+    assert both.exit_code == 2 and "two output folders" in both.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -156,9 +156,13 @@ def detect(
         "-f", "--format", help="stdout format: tsv (DCASE events), csv, json, jsonl, audacity "
                                "(label track) or scores (frame probabilities).")] = Format.tsv,
     output_dir: Annotated[Optional[Path], typer.Option(
-        "-o", "--output-dir", file_okay=False,
-        help="Also write per file: events .tsv, Audacity labels .txt, frame scores .tsv, plot "
-             ".png, and a .detect.json record (source, queries, settings) for `flam review`.")] = None,
+        "-o", "--output", file_okay=False,
+        help="Folder: also write per file events .tsv, Audacity labels .txt, frame scores .tsv, "
+             "plot .png, and a .detect.json record (source, queries, settings) for `flam "
+             "review`.")] = None,
+    # The spelling before -o/--output meant "where results go" in every command.
+    output_dir_old: Annotated[Optional[Path], typer.Option(
+        "--output-dir", file_okay=False, hidden=True)] = None,
     threshold: Annotated[Optional[list[str]], typer.Option(
         "-t", "--threshold", help="Calibrated probability threshold (default: the model's own, "
                                   "0.5 unless its card says otherwise; `flam models`), or "
@@ -194,6 +198,12 @@ def detect(
     """
     log = Log(quiet)
     log.attach()
+    if output_dir_old is not None:
+        if output_dir is not None and output_dir != output_dir_old:
+            log.error(f"-o {output_dir} and --output-dir {output_dir_old}: two output folders "
+                      "(--output-dir is the old name of -o/--output)")
+            raise typer.Exit(ExitCode.USAGE)
+        output_dir = output_dir_old
     audio_args, all_queries = gather_arguments(log, arguments, query, queries_file)
     queries = usable_queries(log, all_queries, 'flam detect clip.wav "dog barks"')
     exit_code = _run(log, audio_args, queries, fmt, output_dir, threshold or [], median_filter,
