@@ -377,3 +377,39 @@ def test_a_manifest_row_naming_a_missing_file_names_it(flam, tmp_path):
     code, _, err = flam("synth", "sed", manifest, "-o", tmp_path / "s", "-n", "1")
     assert code in (2, 3)
     assert f"{tmp_path / 'missing.wav'}: no such file" in err and "System error" not in err
+
+
+def _ctrl_c(*args, **kwargs):
+    """What the terminal does on Ctrl-C: SIGINT to the process (main() installs its handler)."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGINT)
+    raise AssertionError("SIGINT did not interrupt")
+
+
+def test_ctrl_c_while_the_model_loads_is_one_line_and_130(flam, make_audio, monkeypatch):
+    import flamcli.models.registry as registry
+
+    monkeypatch.setattr(registry, "load_model", _ctrl_c)
+    code, out, err = flam("detect", make_audio("a.wav", seconds=1.0), "a tone", "-m", "debug")
+    assert code == 130 and out == ""
+    assert err.strip().splitlines() == ["error: interrupted"]
+
+
+def test_ctrl_c_during_detection_is_reported_once(flam, make_audio, monkeypatch):
+    import flamcli.detection as detection
+
+    monkeypatch.setattr(detection, "iter_detect", _ctrl_c)
+    code, out, err = flam("detect", make_audio("a.wav", seconds=1.0), "a tone", "-m", "debug")
+    assert code == 130
+    assert [line for line in err.splitlines() if "interrupted" in line] == [
+        "error: interrupted: files written so far are complete; nothing is half-written"]
+
+
+def test_the_entry_point_restores_the_previous_sigint_handler(flam):
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
+    flam("--version")
+    assert signal.getsignal(signal.SIGINT) is before

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 
 import typer
 
-from .common import ExitCode, Log, VersionOption
+from .common import ExitCode, Interruption, Log, VersionOption
 
 app = typer.Typer(
     name="flam",
@@ -112,16 +113,33 @@ def _lost_messages_code(code) -> int | None:
     return ExitCode.BROKEN_PIPE if failed == errno.EPIPE else ExitCode.INPUT_FAILED
 
 
+def _on_interrupt(signum, frame) -> None:
+    Interruption.seen = True
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: run the app, turning stray exceptions into one line and a code."""
     _guard_standard_streams()
+    Interruption.seen = Interruption.reported = False
+    try:
+        previous = signal.signal(signal.SIGINT, _on_interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave SIGINT alone
+        previous = None
     try:
         _main()
     except SystemExit as exc:
         replaced = _lost_messages_code(exc.code)
         if replaced is not None:
             sys.exit(replaced)
+        if exc.code == ExitCode.INTERRUPTED and Interruption.seen and not Interruption.reported:
+            # Ctrl-C while starting, loading the model or in a command that does not say
+            # itself what the interruption left behind: Typer exited quietly.
+            Log().error("interrupted")
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _main() -> None:
@@ -138,7 +156,7 @@ def _main() -> None:
     except typer.TyperException as exc:  # Click's usage errors (Typer vendors Click)
         _usage_error(exc)
     except KeyboardInterrupt:
-        Log().error("interrupted")
+        Interruption.report(Log())
         sys.exit(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         # Quietly stop when the reader of stdout went away (`flam detect … | head`).

@@ -27,6 +27,21 @@ class ExitCode(IntEnum):
     BROKEN_PIPE = 141  # stdout or stderr was closed early (e.g. `| head`)
 
 
+class Interruption:
+    """Ctrl-C bookkeeping. Typer turns a KeyboardInterrupt that escapes a command into a silent
+    exit 130, so the entry point's SIGINT handler notes that one happened (``seen``), and a
+    command that says itself what the interruption left behind notes that (``reported``);
+    the entry point prints the one line when nobody did."""
+
+    seen = False
+    reported = False
+
+    @classmethod
+    def report(cls, log: "Log", detail: str = "") -> None:
+        log.error("interrupted" + (f": {detail}" if detail else ""))
+        cls.reported = True
+
+
 _STDERR_CONSOLE: tuple | None = None  # (the sys.stderr it writes to, the console)
 
 

@@ -15,7 +15,7 @@ from ..audio import AUDIO_EXTENSIONS
 from ..events import DEFAULT_OVERLAP
 from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
-                     Precision, PrecisionOption,
+                     Interruption, Precision, PrecisionOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, VersionOption,
                      check_overlap, describe_model, configure_torch, progress_bar)
 
@@ -305,7 +305,7 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
     except KeyboardInterrupt:
         if bar is not None:
             bar.stop()
-        log.error("interrupted: files written so far are complete; nothing is half-written")
+        Interruption.report(log, "files written so far are complete; nothing is half-written")
         return ExitCode.INTERRUPTED
     finally:
         if bar is not None:

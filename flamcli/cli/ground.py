@@ -12,7 +12,7 @@ import typer
 
 from .app import app
 from .common import (BatchOption, one_line, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
-                     Precision, PrecisionOption,
+                     Interruption, Precision, PrecisionOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap, describe_model,
                      configure_torch, progress_bar)
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
@@ -168,7 +168,8 @@ def ground(
                     records.append(record)
             sys.stdout.flush()
     except KeyboardInterrupt:
-        log.error("interrupted")  # printed above the bar: the log and the bar share a console
+        # printed above the bar: the log and the bar share a console
+        Interruption.report(log)
         raise typer.Exit(ExitCode.INTERRUPTED)
     finally:
         if bar is not None:
