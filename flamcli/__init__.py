@@ -18,6 +18,9 @@ _EXPORTS = {
     "ModelLoadError": "flamcli.models.registry",
     "detect": "flamcli.detection",
     "iter_detect": "flamcli.detection",
+    "Detector": "flamcli.detection",
+    "DetectionSettings": "flamcli.settings",
+    "SettingsError": "flamcli.settings",
     "Event": "flamcli.events",
     "FileResult": "flamcli.detection",
 }

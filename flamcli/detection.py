@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from .audio import AudioError, AudioInput, expand_inputs, probe
-from .events import (DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP, DEFAULT_THRESHOLD, Event, median_filter,
-                     scores_to_events)
+from .events import DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP, Event, median_filter, scores_to_events
 from .inference import Spectrogram, WindowPlan, score_files
 from .models.flam import FlamModel, ModelInfo
+from .settings import DetectionSettings, QueryError, SettingsError, clean_queries  # noqa: F401
 
 
 
@@ -70,64 +70,113 @@ class Progress:
     current: str
 
 
-class QueryError(ValueError):
-    """No usable query remains."""
+class Detector:
+    """A model paired with :class:`~flamcli.settings.DetectionSettings`, ready for any audio.
 
-
-def clean_queries(queries: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
-    """Validate queries → (usable queries, warnings, errors), one line per problem.
-
-    Tabs and newlines would break TSV columns and label tracks, so they become spaces (with a
-    warning); empty queries are errors; repeated queries are kept once.
+    ``Detector(model, settings).run(audio)`` yields one :class:`FileResult` per file;
+    ``detector(audio)`` collects them. The pairing checks what needs both (the overlap against
+    the model's window: :class:`~flamcli.settings.SettingsError`) and resolves the thresholds
+    (``thresholds``: one per query, the model's own where the settings leave it open). Text
+    queries are encoded once, at the first run. With ``cache_dir``, frame embeddings are kept
+    on disk per file content and model, so later queries on the same recordings skip the audio
+    tower (identical scores; no spectrogram for cached files).
     """
-    usable, warnings, errors = [], [], []
-    for position, raw in enumerate(queries, 1):
-        raw = str(raw)
-        # Other control characters (a NUL, an escape sequence) would reach tables and label
-        # tracks raw: they become spaces too.
-        visible = "".join(" " if _is_control(c) else c for c in raw)
-        text = " ".join(visible.split())
-        if not text:
-            errors.append(f"query {position} is empty")
-            continue
-        if visible != raw or any(c in raw for c in "\t\n\r\v\f") or text != raw.strip():
-            warnings.append(f"query {raw!r}: tabs, newlines and control characters replaced "
-                            f"by spaces → {text!r}")
-        if text in usable:
-            warnings.append(f"query {text!r} given more than once; scored once")
-            continue
-        usable.append(text)
-    return usable, warnings, errors
 
+    def __init__(self, model: FlamModel | str, settings: DetectionSettings,
+                 cache_dir: str | os.PathLike | None = None):
+        if isinstance(model, str):
+            from .models.registry import load_model
 
-def _is_control(character: str) -> bool:
-    import unicodedata
+            model = load_model(model)
+        self.model, self.settings = model, settings
+        self.queries = list(settings.queries)
+        self.thresholds = settings.thresholds(float(model.config.presence_threshold))
+        try:
+            self.plan = WindowPlan.for_model(model, settings.overlap)
+        except ValueError as exc:
+            raise SettingsError("overlap", str(exc), settings.overlap) from None
+        self.cache = None
+        if cache_dir is not None:
+            from .embedding_cache import EmbeddingCache
 
-    return unicodedata.category(character) == "Cc"
+            self.cache = EmbeddingCache(cache_dir, model, self.plan.cache_key)
+        self._text = None
 
+    def __call__(self, audio, **options) -> list[FileResult]:
+        return list(self.run(audio, **options))
 
-def resolve_thresholds(queries: Sequence[str], threshold: float | Mapping[str, float]) -> list[float]:
-    if isinstance(threshold, Mapping):
-        default = threshold.get("*")
-        default = DEFAULT_THRESHOLD if default is None else default
-        unknown = set(threshold) - set(queries) - {"*"}
-        if unknown:
-            raise QueryError(f"threshold given for unknown query: {sorted(unknown)[0]!r}")
-        return [float(threshold.get(q, default)) for q in queries]
-    return [float(threshold)] * len(queries)
+    def run(self, audio: str | os.PathLike | Iterable[str | os.PathLike | AudioInput], *,
+            with_spectrogram: bool = False,
+            progress: Callable[[Progress], None] | None = None) -> Iterator[FileResult]:
+        """``audio`` takes files, directories (recursive), glob patterns or resolved inputs.
+        Failed inputs are yielded with ``error`` set, so one bad file never stops the rest;
+        windows of consecutive files share batches."""
+        model, settings, queries, plan = self.model, self.settings, self.queries, self.plan
+        if isinstance(audio, (str, os.PathLike)):
+            audio = [audio]
+        inputs, problems, arguments = [], [], []
+        for item in audio:
+            if isinstance(item, AudioInput):
+                inputs.append(item)
+            else:
+                arguments.append(os.fspath(item))
+        if arguments:
+            expanded, problems = expand_inputs(arguments)
+            inputs.extend(expanded)
+        for problem in problems:
+            name, _, message = problem.partition(": ")
+            yield FileResult(file=name, path=None, stem="", queries=queries, error=message,
+                             model=model.info)
 
+        if self._text is None:
+            with torch.inference_mode():
+                self._text = model.encode_text(queries)
 
-def model_thresholds(model: FlamModel, threshold=None) -> float | dict[str, float]:
-    """Fill in the model's own threshold (``config.presence_threshold``) wherever
-    ``threshold`` (None, a value, or ``{query: value, "*": default}``) leaves it open."""
-    default = float(model.config.presence_threshold)
-    if threshold is None:
-        return default
-    if isinstance(threshold, Mapping):
-        out = {k: float(v) for k, v in threshold.items() if v is not None}
-        out.setdefault("*", default)
-        return out
-    return float(threshold)
+        totals = {}
+        for item in inputs:
+            try:
+                totals[item] = probe(item.path).duration
+            except AudioError:
+                totals[item] = 0.0
+        status = Progress(0, len(inputs), 0.0, sum(totals.values()), "")
+        window_seconds = plan.window_samples / plan.sample_rate
+        hop_seconds = plan.hop_samples / plan.sample_rate
+        covered: dict[AudioInput, float] = {}
+
+        def on_window(item: AudioInput, index: int) -> None:
+            now = min(totals[item], window_seconds + index * hop_seconds)
+            status.seconds_done += max(0.0, now - covered.get(item, 0.0))
+            covered[item] = max(now, covered.get(item, 0.0))
+            status.current = item.display
+            if progress is not None:
+                progress(status)
+
+        for item, file_scores, error in score_files(
+            model, inputs, self._text, plan, batch_size=settings.batch_size,
+            unbiased=settings.unbiased, with_spectrogram=with_spectrogram, on_window=on_window,
+            cache=self.cache,
+        ):
+            result = FileResult(file=item.display, path=item.path, stem=item.stem,
+                                queries=queries, thresholds=self.thresholds, model=model.info,
+                                error=error)
+            if file_scores is not None:
+                filtered = median_filter(file_scores.scores, settings.median_filter)
+                result.scores = filtered
+                result.frame_seconds = file_scores.frame_seconds
+                result.duration = file_scores.duration
+                result.sample_rate = file_scores.sample_rate
+                result.spectrogram = file_scores.spectrogram
+                if file_scores.silent:
+                    result.warnings.append("audio is silent (all samples are zero)")
+                result.events = scores_to_events(
+                    filtered, queries, file_scores.frame_seconds, file_scores.duration,
+                    self.thresholds, file=item.display, min_duration=settings.min_duration,
+                    merge_gap=settings.merge_gap,
+                )
+            status.files_done += 1
+            if progress is not None:
+                progress(status)
+            yield result
 
 
 def iter_detect(
@@ -148,90 +197,18 @@ def iter_detect(
 ) -> Iterator[FileResult]:
     """Detect ``queries`` in every audio input; yields one :class:`FileResult` per file.
 
-    ``audio`` takes files, directories (recursive), glob patterns or resolved inputs. Failed
-    inputs are yielded with ``error`` set, so one bad file never stops the rest. Text queries
-    are encoded once; windows of consecutive files share batches. With ``cache_dir``, frame
-    embeddings are kept on disk per file content and model, so later queries on the same
-    recordings skip the audio tower (identical scores; no spectrogram for cached files).
-    ``threshold`` (a value, or ``{query: value, "*": default}``) defaults to the model's own
-    (``config.presence_threshold``: 0.5, the calibrated boundary, unless measured otherwise).
+    The one-call form of ``Detector(model, DetectionSettings.create(queries, threshold, …),
+    cache_dir).run(audio, …)``; see :class:`Detector`. ``threshold`` (a value, or
+    ``{query: value}``) defaults to the model's own (``config.presence_threshold``: 0.5, the
+    calibrated boundary, unless measured otherwise). Bad settings raise
+    :class:`~flamcli.settings.SettingsError` (:class:`QueryError` for the queries) before any
+    audio is read.
     """
-    if isinstance(model, str):
-        from .models.registry import load_model
-
-        model = load_model(model)
-    queries, _, query_errors = clean_queries(queries)
-    if query_errors or not queries:
-        raise QueryError(query_errors[0] if query_errors else "no query given")
-    thresholds = resolve_thresholds(queries, model_thresholds(model, threshold))
-    if isinstance(audio, (str, os.PathLike)):
-        audio = [audio]
-    inputs, problems = [], []
-    arguments = []
-    for item in audio:
-        if isinstance(item, AudioInput):
-            inputs.append(item)
-        else:
-            arguments.append(os.fspath(item))
-    if arguments:
-        expanded, problems = expand_inputs(arguments)
-        inputs.extend(expanded)
-    for problem in problems:
-        name, _, message = problem.partition(": ")
-        yield FileResult(file=name, path=None, stem="", queries=queries, error=message,
-                         model=model.info)
-
-    plan = WindowPlan.for_model(model, overlap)
-    cache = None
-    if cache_dir is not None:
-        from .embedding_cache import EmbeddingCache
-
-        cache = EmbeddingCache(cache_dir, model, plan.cache_key)
-    with torch.inference_mode():
-        text = model.encode_text(queries)
-
-    totals = {}
-    for item in inputs:
-        try:
-            totals[item] = probe(item.path).duration
-        except AudioError:
-            totals[item] = 0.0
-    status = Progress(0, len(inputs), 0.0, sum(totals.values()), "")
-    window_seconds = plan.window_samples / plan.sample_rate
-    hop_seconds = plan.hop_samples / plan.sample_rate
-    covered: dict[AudioInput, float] = {}
-
-    def on_window(item: AudioInput, index: int) -> None:
-        now = min(totals[item], window_seconds + index * hop_seconds)
-        status.seconds_done += max(0.0, now - covered.get(item, 0.0))
-        covered[item] = max(now, covered.get(item, 0.0))
-        status.current = item.display
-        if progress is not None:
-            progress(status)
-
-    for item, file_scores, error in score_files(
-        model, inputs, text, plan, batch_size=batch_size, unbiased=unbiased,
-        with_spectrogram=with_spectrogram, on_window=on_window, cache=cache,
-    ):
-        result = FileResult(file=item.display, path=item.path, stem=item.stem, queries=queries,
-                            thresholds=thresholds, model=model.info, error=error)
-        if file_scores is not None:
-            filtered = median_filter(file_scores.scores, median_filter_frames)
-            result.scores = filtered
-            result.frame_seconds = file_scores.frame_seconds
-            result.duration = file_scores.duration
-            result.sample_rate = file_scores.sample_rate
-            result.spectrogram = file_scores.spectrogram
-            if file_scores.silent:
-                result.warnings.append("audio is silent (all samples are zero)")
-            result.events = scores_to_events(
-                filtered, queries, file_scores.frame_seconds, file_scores.duration, thresholds,
-                file=item.display, min_duration=min_duration, merge_gap=merge_gap,
-            )
-        status.files_done += 1
-        if progress is not None:
-            progress(status)
-        yield result
+    settings = DetectionSettings.create(
+        queries, threshold, median_filter=median_filter_frames, min_duration=min_duration,
+        merge_gap=merge_gap, batch_size=batch_size, overlap=overlap, unbiased=unbiased)
+    return Detector(model, settings, cache_dir).run(audio, with_spectrogram=with_spectrogram,
+                                                    progress=progress)
 
 
 def detect(model: FlamModel | str, audio, queries: Sequence[str], **options) -> list[FileResult]:

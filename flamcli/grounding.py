@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from .detection import FileResult, Progress, iter_detect
+from .detection import Detector, FileResult, Progress
 from .events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
 from .models.flam import FlamModel, ModelInfo
+from .settings import DetectionSettings
 
 
 
@@ -76,21 +77,26 @@ def iter_ground(
 ) -> Iterator[GroundingResult]:
     """One :class:`GroundingResult` per file with an :class:`Answer` per query.
 
-    ``threshold`` (a value, or ``{query: value, "*": default}``) defaults to the model's
-    presence threshold (``config.presence_threshold``). ``top_k`` keeps the k most confident
-    windows of each query (reported in time order). ``cache_dir`` keeps frame embeddings so
-    later queries about the same recordings cost only the text tower. ``overlap`` (seconds
-    between model windows on long files) is as in :func:`~flamcli.detection.iter_detect`.
+    The one-call form of ``ground_with(Detector(model, DetectionSettings.for_grounding(…),
+    cache_dir), audio, top_k=…)``. ``threshold`` (a value, or ``{query: value}``) defaults to
+    the model's presence threshold (``config.presence_threshold``). ``top_k`` keeps the k most
+    confident windows of each query (reported in time order). ``cache_dir`` keeps frame
+    embeddings so later queries about the same recordings cost only the text tower.
+    ``overlap`` (seconds between model windows on long files) is as in
+    :func:`~flamcli.detection.iter_detect`.
     """
-    if isinstance(model, str):
-        from .models.registry import load_model
+    settings = DetectionSettings.for_grounding(
+        queries, threshold, median_filter=median_filter_frames, min_duration=min_duration,
+        merge_gap=merge_gap, batch_size=batch_size, overlap=overlap)
+    return ground_with(Detector(model, settings, cache_dir), audio, top_k=top_k,
+                       progress=progress)
 
-        model = load_model(model)
-    for result in iter_detect(
-        model, audio, queries, threshold=threshold, median_filter_frames=median_filter_frames,
-        min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size, overlap=overlap,
-        cache_dir=cache_dir, progress=progress,
-    ):
+
+def ground_with(detector: Detector, audio, *, top_k: int | None = None,
+                progress: Callable[[Progress], None] | None = None
+                ) -> Iterator[GroundingResult]:
+    """Ground the detector's queries in every audio input (see :func:`iter_ground`)."""
+    for result in detector.run(audio, progress=progress):
         grounded = GroundingResult(result.file, result.path, result.duration, model=result.model,
                                    error=result.error, warnings=list(result.warnings))
         if result.ok:

@@ -400,7 +400,7 @@ def test_ctrl_c_while_the_model_loads_is_one_line_and_130(flam, make_audio, monk
 def test_ctrl_c_during_detection_is_reported_once(flam, make_audio, monkeypatch):
     import flamcli.detection as detection
 
-    monkeypatch.setattr(detection, "iter_detect", _ctrl_c)
+    monkeypatch.setattr(detection.Detector, "run", _ctrl_c)
     code, out, err = flam("detect", make_audio("a.wav", seconds=1.0), "a tone", "-m", "debug")
     assert code == 130
     assert [line for line in err.splitlines() if "interrupted" in line] == [

@@ -232,19 +232,6 @@ def describe_model(model) -> str:
     return text if model.info.precision == "fp32" else f"{text}, {model.info.precision}"
 
 
-def check_overlap(model, overlap: float, log: "Log") -> bool:
-    """Whether ``overlap`` fits the model's window (its length comes with the model, so this
-    is checked after loading and before any output); logs one line when it does not."""
-    from ..inference import WindowPlan
-
-    try:
-        WindowPlan.for_model(model, overlap)
-    except ValueError as exc:
-        log.error(f"--overlap {overlap:g}: {exc}")
-        return False
-    return True
-
-
 def configure_torch(threads: int | None) -> None:
     import torch
 

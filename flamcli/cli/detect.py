@@ -17,7 +17,7 @@ from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
                      Interruption, Precision, PrecisionOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, VersionOption,
-                     check_overlap, describe_model, configure_torch, progress_bar)
+                     describe_model, configure_torch, progress_bar)
 
 
 class Format(str, Enum):
@@ -58,7 +58,7 @@ def _is_directory(path: Path) -> bool:
 def usable_queries(log: Log, raw_queries: list[str], example: str) -> list[str]:
     """Cleaned queries; an empty query, or none at all, is a usage error (exit 2, nothing
     run), each named on one line. ``example`` is the command line suggested when none is given."""
-    from ..detection import clean_queries
+    from ..settings import clean_queries
 
     queries, warnings, errors = clean_queries(raw_queries)
     for message in warnings:
@@ -100,9 +100,10 @@ def read_queries_file(path: Path) -> list[str]:
 
 
 def parse_thresholds(values: list[str], default: float | None = None
-                     ) -> float | dict[str, float | None] | None:
-    """``0.6`` sets the default; ``"dog barks=0.7"`` sets one query's threshold. A ``default``
-    of None leaves it to the model (``config.presence_threshold``)."""
+                     ) -> tuple[float | None, dict[str, float]]:
+    """(default, {query: threshold}): ``0.6`` sets the default; ``"dog barks=0.7"`` sets one
+    query's threshold. A ``default`` of None leaves it to the model
+    (``config.presence_threshold``)."""
     per_query = {}
     given_default = None
     for value in values:
@@ -124,7 +125,7 @@ def parse_thresholds(values: list[str], default: float | None = None
                                          f"{threshold:g}); name a query for the other: "
                                          f"\"QUERY={threshold:g}\"")
             default = given_default = threshold
-    return {"*": default, **per_query} if per_query else default
+    return default, per_query
 
 
 def run_distributed():
@@ -206,29 +207,59 @@ def detect(
         output_dir = output_dir_old
     audio_args, all_queries = gather_arguments(log, arguments, query, queries_file)
     queries = usable_queries(log, all_queries, 'flam detect clip.wav "dog barks"')
-    exit_code = _run(log, audio_args, queries, fmt, output_dir, threshold or [], median_filter,
-                     min_duration, merge_gap, overlap, approximate, no_plot, model, revision,
-                     device, batch_size, threads, quiet, cache, precision=precision.value)
+    settings = make_settings(log, queries, threshold or [], median_filter=median_filter,
+                             min_duration=min_duration, merge_gap=merge_gap, overlap=overlap,
+                             batch_size=batch_size, unbiased=not approximate)
+    exit_code = run_detect(log, audio_args, settings, fmt=fmt, output_dir=output_dir,
+                           plot=not no_plot, model_name=model, revision=revision, device=device,
+                           precision=precision.value, threads=threads, quiet=quiet,
+                           cache_dir=cache)
     raise typer.Exit(exit_code)
 
 
-def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_filter,
-         min_duration, merge_gap, overlap, approximate, no_plot, model_name, revision, device,
-         batch_size, threads, quiet, cache_dir=None, stdout=None, precision="fp32") -> int:
-    """``stdout``: where the ``fmt`` table goes (default sys.stdout; `flam review` passes a sink)."""
-    from ..detection import QueryError, iter_detect, resolve_thresholds
+# What each DetectionSettings field is called on the command line.
+SETTING_OPTIONS = {"threshold": "--threshold", "median_filter": "--median-filter",
+                   "min_duration": "--min-duration", "merge_gap": "--merge-gap",
+                   "overlap": "--overlap", "batch_size": "--batch-size", "queries": "query"}
+
+
+def make_settings(log, queries: list[str], threshold_values: list[str], grounding: bool = False,
+                  **settings):
+    """The one DetectionSettings of a command, from its options; a bad one is one line naming
+    the option and exit 2 (nothing run)."""
+    from ..settings import DetectionSettings, SettingsError
+
+    try:
+        default, per_query = parse_thresholds(threshold_values)
+        make = DetectionSettings.for_grounding if grounding else DetectionSettings.create
+        return make(queries, {"*": default, **per_query} if per_query else default, **settings)
+    except typer.BadParameter as exc:
+        log.error(f"--threshold: {exc}")
+    except SettingsError as exc:
+        log.error(setting_error_line(exc))
+    raise typer.Exit(ExitCode.USAGE)
+
+
+def setting_error_line(exc) -> str:
+    """``--overlap 10: why`` for a refused value, ``--threshold: why`` otherwise."""
+    option = SETTING_OPTIONS.get(exc.setting, exc.setting)
+    if exc.value is None:
+        return f"{option}: {exc.reason}"
+    value = f"{exc.value:g}" if isinstance(exc.value, float) else str(exc.value)
+    return f"{option} {value}: {exc.reason}"
+
+
+def run_detect(log, audio_args, settings, *, fmt=Format.tsv, output_dir=None, plot=True,
+               model_name=None, revision=None, device="auto", precision="fp32", threads=None,
+               quiet=False, cache_dir=None, stdout=None) -> int:
+    """`flam detect` after parsing: model, detector, outputs. ``stdout``: where the ``fmt``
+    table goes (default sys.stdout; `flam review` passes a sink)."""
+    from ..detection import Detector
     from ..models.registry import ModelLoadError, load_model
+    from ..settings import SettingsError
     from ..writers import get_writer, write_file_outputs
 
     failed = False
-    try:
-        thresholds = parse_thresholds(threshold_values)  # None: the model's own
-        if thresholds is not None:
-            resolve_thresholds(queries, thresholds)
-    except (typer.BadParameter, QueryError) as exc:
-        log.error(f"--threshold: {exc}")
-        return ExitCode.USAGE
-
     from ..audio import expand_inputs
 
     inputs, problems = expand_inputs(audio_args)
@@ -255,13 +286,13 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
         log.error(str(exc))
         return ExitCode.MODEL
     log.info(f"model: {describe_model(model)}")
-    if not check_overlap(model, overlap, log):
+    try:
+        detector = Detector(model, settings, cache_dir)
+    except SettingsError as exc:
+        log.error(setting_error_line(exc))
         return ExitCode.USAGE
 
     metadata = {"model": model.info.as_dict()}
-    # Recorded beside each file's outputs (<stem>.detect.json) for `flam review`.
-    settings = {"median_filter": median_filter, "min_duration": min_duration,
-                "merge_gap": merge_gap, "overlap": overlap, "approximate": approximate}
     # Under torchrun only rank 0 prints (the gathered results); a table writer starts with its
     # header, so the other ranks' writers must not reach stdout at all.
     stream = (stdout or sys.stdout) if rank == 0 else io.StringIO()
@@ -279,13 +310,8 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
         if bar is not None:
             bar.start()
             task = bar.add_task("detecting", total=None, detail="")
-        for result in iter_detect(
-            model, local_inputs, queries, threshold=thresholds, median_filter_frames=median_filter,
-            min_duration=min_duration, merge_gap=merge_gap, batch_size=batch_size,
-            overlap=overlap, unbiased=not approximate,
-            with_spectrogram=output_dir is not None and not no_plot, progress=on_progress,
-            cache_dir=cache_dir,
-        ):
+        for result in detector.run(local_inputs, progress=on_progress,
+                                   with_spectrogram=output_dir is not None and plot):
             for message in result.warnings:
                 log.warning(f"{result.file}: {message}")
             if result.error:
@@ -293,7 +319,8 @@ def _run(log, audio_args, queries, fmt, output_dir, threshold_values, median_fil
                 failed = True
             elif output_dir is not None:
                 try:
-                    write_file_outputs(result, output_dir, plot=not no_plot, settings=settings)
+                    # The record beside each file's outputs (<stem>.detect.json) for `flam review`.
+                    write_file_outputs(result, output_dir, plot=plot, settings=settings.record())
                 except OSError as exc:
                     log.error(f"{output_dir}: cannot write outputs for {result.file}: {exc}")
                     failed = True

@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, MAX_MEDIAN_FILTER
+from ..events import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP,
+                      MAX_MEDIAN_FILTER)
 from .app import app
 from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, describe_model,
                      Precision, PrecisionOption, QuietOption,
@@ -113,25 +114,40 @@ def _read_queries(path: Path) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _detect(model, audio, queries, threshold, median_filter, batch_size, quiet, log):
-    """Run the detector; any failed input stops the evaluation (its clips would be missing)."""
-    from ..detection import iter_detect
-
+def _progress(quiet: bool, label: str):
+    """(bar or None, progress callback) for a model run."""
     bar = progress_bar(quiet)
-    task = bar.add_task("scoring", total=None, detail="") if bar else None
+    task = bar.add_task(label, total=None, detail="") if bar else None
 
     def on_progress(status):
         if bar:
             bar.update(task, total=max(status.seconds_total, 1e-9), completed=status.seconds_done,
                        detail=f"{status.files_done}/{status.files_total} files")
 
+    return bar, on_progress
+
+
+def _detector(model, settings, log):
+    from ..detection import Detector
+    from ..settings import SettingsError
+    from .detect import setting_error_line
+
+    try:
+        return Detector(model, settings)
+    except SettingsError as exc:
+        log.error(setting_error_line(exc))
+        raise _Stop(ExitCode.USAGE)
+
+
+def _detect(model, audio, settings, quiet, log):
+    """Run the detector; any failed input stops the evaluation (its clips would be missing)."""
+    detector = _detector(model, settings, log)
+    bar, on_progress = _progress(quiet, "scoring")
     results, failed = [], False
     try:
         if bar:
             bar.start()
-        for result in iter_detect(model, audio, queries, threshold=threshold,
-                                  median_filter_frames=median_filter, batch_size=batch_size,
-                                  progress=on_progress):
+        for result in detector.run(audio, progress=on_progress):
             if result.error:
                 log.error(f"{result.file}: {result.error}")
                 failed = True
@@ -167,6 +183,9 @@ def sed_command(
     threshold: ThresholdOption = 0.5,
     median_filter: Annotated[int, typer.Option(
         "--median-filter", min=1, max=MAX_MEDIAN_FILTER, help="With --audio: median filter in frames (1 = off).")] = 3,
+    overlap: Annotated[float, typer.Option(
+        "--overlap", min=0.0, help="With --audio: overlap between model windows on long files "
+                                   "(seconds), as in flam detect.")] = DEFAULT_OVERLAP,
     output: OutputOption = None,
     plots: Annotated[Optional[Path], typer.Option(
         "--plots", file_okay=False, help="Write psd_roc.png, f1_threshold.png, calibration.png here.")] = None,
@@ -201,7 +220,7 @@ def sed_command(
     def body():
         from ..evaluation.inputs import (match_clip_ids, read_durations, read_events,
                                          read_scores)
-        from ..evaluation.sed import evaluate_sed, events_as_scores
+        from ..evaluation.sed import evaluate_sed, events_as_scores, score_tables
 
         truth, warnings = read_events(ground_truth)
         for message in warnings:
@@ -238,13 +257,14 @@ def sed_command(
             if not queries:
                 log.error(f"{ground_truth}: no labels to use as queries (give --queries)")
                 raise _Stop(ExitCode.USAGE)
+            settings = _settings(log, queries, threshold, median_filter=median_filter,
+                                 overlap=overlap, batch_size=batch_size)
             loaded = _load(model, revision, device, threads, log, precision)
-            results = _detect(loaded, [str(audio)], queries, threshold, median_filter,
-                              batch_size, quiet, log)
-            queries = results[0].queries if results else queries
-            tables = {r.stem.replace("\\", "/"): (r.timestamps, r.scores) for r in results}
+            results = _detect(loaded, [str(audio)], settings, quiet, log)
+            queries = list(settings.queries)
+            tables, found_lengths = score_tables(results)
             if lengths is None:
-                lengths = {r.stem.replace("\\", "/"): r.duration for r in results}
+                lengths = found_lengths
                 names["durations"] = f"{audio} (audio files)"
             names["scores"] = f"{audio} (audio files)"
             meta.update(audio=str(audio), model=loaded.info.as_dict(), median_filter=median_filter)
@@ -303,6 +323,9 @@ def ground_command(
     median_filter: Annotated[int, typer.Option(
         "--median-filter", min=1, max=MAX_MEDIAN_FILTER, help="With --audio: median filter in frames.")
     ] = DEFAULT_GROUND_MEDIAN_FILTER,
+    overlap: Annotated[float, typer.Option(
+        "--overlap", min=0.0, help="With --audio: overlap between model windows on long files "
+                                   "(seconds), as in flam ground.")] = DEFAULT_OVERLAP,
     output: OutputOption = None,
     model: ModelOption = None,
     revision: RevisionOption = None,
@@ -358,7 +381,7 @@ def ground_command(
             source = str(predictions)
         else:
             predicted, lengths = _ground_with_model(truth, audio, lengths, threshold,
-                                                    min_duration, median_filter, model,
+                                                    min_duration, median_filter, overlap, model,
                                                     revision, device,
                                                     batch_size, threads, quiet, log, meta,
                                                     precision)
@@ -377,43 +400,47 @@ def ground_command(
     _run(body)
 
 
-def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_filter, model_name,
-                       revision, device, batch_size, threads, quiet, log, meta, precision):
-    """Answer every row with flam ground's library call (the same answers as ``flam ground
-    -f json``): present = a window above the threshold, windows = its intervals."""
-    from ..detection import model_thresholds
-    from ..evaluation.retrieval import resolve_audio
-    from ..grounding import iter_ground
+def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_filter, overlap,
+                       model_name, revision, device, batch_size, threads, quiet, log, meta,
+                       precision):
+    """Answer every row as ``flam ground -f json`` would (the library's
+    :func:`~flamcli.evaluation.grounding.answer_rows`)."""
+    from ..evaluation.grounding import answer_rows
 
-    paths = resolve_audio(audio, [row["audio_path"] for row in truth], str(audio))
     captions = list(dict.fromkeys(row["caption"] for row in truth))
+    settings = _settings(log, captions, threshold, grounding=True, min_duration=min_duration,
+                         median_filter=median_filter, overlap=overlap, batch_size=batch_size)
     loaded = _load(model_name, revision, device, threads, log, precision)
-    unique = list(dict.fromkeys(paths.values()))
-    by_path, failed = {}, False
-    for result in iter_ground(loaded, [str(p) for p in unique], captions, threshold=threshold,
-                              min_duration=min_duration, median_filter_frames=median_filter,
-                              batch_size=batch_size):
-        if not result.ok:
-            log.error(f"{result.file}: {result.error}")
-            failed = True
-            continue
-        by_path[Path(result.path).resolve()] = result
-    if failed:
+    detector = _detector(loaded, settings, log)
+    bar, on_progress = _progress(quiet, "grounding")
+    try:
+        if bar:
+            bar.start()
+        predicted, found_lengths, errors = answer_rows(detector, truth, audio, on_progress)
+    finally:
+        if bar:
+            bar.stop()
+    for message in errors:
+        log.error(message)
+    if errors:
         log.error("some audio could not be scored; nothing evaluated")
         raise _Stop(ExitCode.INPUT_FAILED)
-    predicted = []
-    lengths = dict(lengths)
-    for row in truth:
-        result = by_path[paths[row["audio_path"]].resolve()]
-        answer = next(a for a in result.answers if a.query == row["caption"])
-        predicted.append({"audio_path": row["audio_path"], "caption": row["caption"],
-                          "annotations": [[a, b] for a, b, _ in answer.intervals],
-                          "present": bool(answer.present), "score": answer.presence})
-        lengths.setdefault(row["audio_path"], result.duration)
-    meta.update(audio=str(audio), model=loaded.info.as_dict(),
-                threshold=model_thresholds(loaded, threshold), min_duration=min_duration,
-                median_filter=median_filter)
-    return predicted, lengths
+    meta.update(audio=str(audio), model=loaded.info.as_dict(), threshold=detector.thresholds[0],
+                min_duration=min_duration, median_filter=median_filter)
+    return predicted, {**found_lengths, **dict(lengths)}
+
+
+def _settings(log, queries, threshold, grounding=False, **settings):
+    """The run's DetectionSettings; a bad value is one line and exit 2."""
+    from ..settings import DetectionSettings, SettingsError
+    from .detect import setting_error_line
+
+    make = DetectionSettings.for_grounding if grounding else DetectionSettings.create
+    try:
+        return make(queries, threshold, **settings)
+    except SettingsError as exc:
+        log.error(setting_error_line(exc))
+        raise _Stop(ExitCode.USAGE)
 
 
 # -- retrieval / classify ----------------------------------------------------------------------

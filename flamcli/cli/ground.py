@@ -13,10 +13,10 @@ import typer
 from .app import app
 from .common import (BatchOption, one_line, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
                      Interruption, Precision, PrecisionOption,
-                     OverlapOption, QuietOption, RevisionOption, ThreadsOption, check_overlap, describe_model,
+                     OverlapOption, QuietOption, RevisionOption, ThreadsOption, describe_model,
                      configure_torch, progress_bar)
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
-from .detect import gather_arguments, parse_thresholds, usable_queries
+from .detect import gather_arguments, make_settings, setting_error_line, usable_queries
 
 
 class GroundFormat(str, Enum):
@@ -90,22 +90,19 @@ def ground(
 
       flam ground hour.wav "glass breaking" --cache ~/.cache/flam-embeddings -f json
     """
-    from ..detection import QueryError, resolve_thresholds
-    from ..grounding import iter_ground
+    from ..detection import Detector
+    from ..grounding import ground_with
     from ..models.registry import ModelLoadError, load_model
+    from ..settings import SettingsError
     from ..writers import interval_text, tsv_row  # tsv rows quoted like flam detect -f tsv
 
     log = Log(quiet)
     log.attach()
     audio_args, raw_queries = gather_arguments(log, arguments, query, queries_file)
     queries = usable_queries(log, raw_queries, 'flam ground clip.wav "dog barks"')
-    try:
-        thresholds = parse_thresholds(threshold or [], default=None)  # None: the model's
-        if thresholds is not None:
-            resolve_thresholds(queries, thresholds)
-    except (typer.BadParameter, QueryError) as exc:
-        log.error(f"--threshold: {exc}")
-        raise typer.Exit(ExitCode.USAGE)
+    settings = make_settings(log, queries, threshold or [], grounding=True,
+                             median_filter=median_filter, min_duration=min_duration,
+                             overlap=overlap, batch_size=batch_size)
 
     from ..audio import expand_inputs
 
@@ -121,7 +118,10 @@ def ground(
         log.error(str(exc))
         raise typer.Exit(ExitCode.MODEL)
     log.info(f"model: {describe_model(loaded)}")
-    if not check_overlap(loaded, overlap, log):
+    try:
+        detector = Detector(loaded, settings, cache)
+    except SettingsError as exc:
+        log.error(setting_error_line(exc))
         raise typer.Exit(ExitCode.USAGE)
 
     bar = progress_bar(quiet)
@@ -140,10 +140,7 @@ def ground(
     try:
         if bar is not None:
             bar.start()
-        for result in iter_ground(loaded, inputs, queries, threshold=thresholds,
-                                  min_duration=min_duration, top_k=top_k,
-                                  median_filter_frames=median_filter, batch_size=batch_size,
-                                  overlap=overlap, cache_dir=cache, progress=on_progress):
+        for result in ground_with(detector, inputs, top_k=top_k, progress=on_progress):
             for message in result.warnings:
                 log.warning(f"{result.file}: {message}")
             if not result.ok:

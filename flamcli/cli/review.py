@@ -10,10 +10,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..events import DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP
 from .app import app
 from .common import ExitCode, Log, ModelOption, QuietOption, VersionOption
-from .detect import Format, gather_arguments, usable_queries
+from .detect import gather_arguments, usable_queries
 
 
 @app.command(no_args_is_help=True)
@@ -125,10 +124,11 @@ def _detect_first(log, arguments, query, queries_file, output, thresholds, model
     """Run `flam detect -o` into the review folder (unless it already holds this detection);
     returns (folder, exit code so far)."""
     from ..review import ReviewError, ReviewFolder
-    from .detect import _run
+    from .detect import make_settings, run_detect
 
     audio_args, raw_queries = gather_arguments(log, arguments, query, queries_file)
     queries = usable_queries(log, raw_queries, 'flam review clip.wav "dog barks"')
+    settings = make_settings(log, queries, thresholds)  # detect's defaults otherwise
 
     def same_detection(folder: Path) -> bool | None:
         """True: a review of these queries to resume; False: another one; None: no review."""
@@ -154,9 +154,8 @@ def _detect_first(log, arguments, query, queries_file, output, thresholds, model
                       "folder")
             raise typer.Exit(ExitCode.USAGE)
     log.info(f"detecting into {output}")
-    code = _run(log, audio_args, queries, Format.tsv, output, thresholds, DEFAULT_MEDIAN_FILTER,
-                0.0, 0.0, DEFAULT_OVERLAP, False, False, model, None, "auto", 8, None, quiet,
-                stdout=io.StringIO())
+    code = run_detect(log, audio_args, settings, output_dir=output, model_name=model,
+                      quiet=quiet, stdout=io.StringIO())
     if code not in (ExitCode.OK, ExitCode.INPUT_FAILED):
         raise typer.Exit(code)
     return output, code

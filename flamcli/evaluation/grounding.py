@@ -380,3 +380,34 @@ def evaluate_lighthouse(truth: list[dict], predicted: list[dict], *,
     report["map"] = float(ap.mean())
     report["map_thresholds"] = list(LIGHTHOUSE_MAP)
     return report
+
+
+def answer_rows(detector, truth: list[dict], audio_dir: Path,
+                progress=None) -> tuple[list[dict], dict[str, float], list[str]]:
+    """Answer every grounding row with ``detector`` (a :class:`flamcli.detection.Detector`
+    made with grounding settings, so the answers are `flam ground`'s): present = a window
+    survived, annotations = those windows, score = the presence. Each recording is scored
+    once for all its captions. Returns (predicted rows, durations by ``audio_path``, errors);
+    with any error the rows are incomplete and should not be evaluated."""
+    from ..grounding import ground_with
+    from .retrieval import resolve_audio
+
+    paths = resolve_audio(audio_dir, [row["audio_path"] for row in truth], str(audio_dir))
+    unique = list(dict.fromkeys(paths.values()))
+    by_path, errors = {}, []
+    for result in ground_with(detector, [str(p) for p in unique], progress=progress):
+        if result.ok:
+            by_path[Path(result.path).resolve()] = result
+        else:
+            errors.append(f"{result.file}: {result.error}")
+    if errors:
+        return [], {}, errors
+    predicted, durations = [], {}
+    for row in truth:
+        result = by_path[paths[row["audio_path"]].resolve()]
+        answer = next(a for a in result.answers if a.query == row["caption"])
+        predicted.append({"audio_path": row["audio_path"], "caption": row["caption"],
+                          "annotations": [[a, b] for a, b, _ in answer.intervals],
+                          "present": bool(answer.present), "score": answer.presence})
+        durations.setdefault(row["audio_path"], result.duration)
+    return predicted, durations, errors

@@ -256,3 +256,15 @@ def events_as_scores(predictions: Mapping[str, list], queries: Sequence[str],
     tables = {clip: events_to_scores(predictions.get(clip, []), list(queries), duration)
               for clip, duration in durations.items()}
     return tables, warnings
+
+
+def score_tables(results) -> tuple[dict[str, tuple], dict[str, float]]:
+    """Detection results (:class:`flamcli.detection.FileResult`, all ok) → the score tables
+    ``{clip: (frame edges, scores)}`` and durations ``{clip: seconds}`` that
+    :func:`evaluate_sed` takes; a clip is named by its path under the audio folder, with ``/``."""
+    tables, durations = {}, {}
+    for result in results:
+        clip = result.stem.replace("\\", "/")
+        tables[clip] = (result.timestamps, result.scores)
+        durations[clip] = result.duration
+    return tables, durations
