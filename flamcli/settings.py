@@ -65,6 +65,30 @@ def clean_queries(queries: Iterable[str]) -> tuple[list[str], list[str], list[st
     return usable, warnings, errors
 
 
+def read_queries(path) -> list[str]:
+    """A queries file: one query per line; blank lines and lines starting with # are skipped.
+    Raises :class:`SettingsError` (``queries_file``) naming the file when it cannot be read."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        # utf-8-sig: files saved by Notepad or Excel start with a byte-order mark, which would
+        # otherwise become an invisible first character of the first query.
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise SettingsError("queries_file", f"{path}: not UTF-8 text") from None
+    except IsADirectoryError:
+        raise SettingsError("queries_file", f"{path}: is a directory, expected a file") from None
+    except FileNotFoundError:
+        raise SettingsError("queries_file", f"{path}: no such file") from None
+    except OSError as exc:
+        raise SettingsError("queries_file",
+                            f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})"
+                            ) from None
+    return [line for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
 def _probability(setting: str, value, what: str) -> float:
     try:
         number = float(value)

@@ -100,3 +100,20 @@ def test_the_cli_names_the_option_of_a_bad_setting(cli, make_audio, tmp_path):
     result = cli("eval", "sed", "-g", tmp_path / "gt.tsv", "--audio", clip.parent,
                  "-m", "debug", "--overlap", "10")
     assert result.exit_code == 2 and "--overlap 10:" in result.stderr and result.stdout == ""
+
+
+def test_one_queries_file_reader_for_detect_and_eval(cli, make_audio, tmp_path):
+    from flamcli.settings import read_queries
+
+    path = tmp_path / "q.txt"
+    path.write_bytes("\ufeffdog barks\n\n# a comment\n  rain  \n".encode())
+    assert read_queries(path) == ["dog barks", "  rain  "]  # cleaned later, with the others
+    path.write_bytes(b"\xff\xfe not utf-8")
+    with pytest.raises(SettingsError, match="not UTF-8"):
+        read_queries(path)
+    clip = make_audio("a.wav", seconds=2.0)
+    (tmp_path / "gt.tsv").write_text("filename\tonset\toffset\tevent_label\na.wav\t0\t1\tdog\n")
+    for command in (["detect", clip, "-m", "debug"],
+                    ["eval", "sed", "-g", tmp_path / "gt.tsv", "--audio", clip.parent, "-m", "debug"]):
+        result = cli(*command, "--queries", path)
+        assert result.exit_code == 2 and f"--queries {path}: not UTF-8 text" in result.stderr

@@ -83,20 +83,14 @@ def gather_arguments(log: Log, arguments: list[str], query: list[str] | None,
         raise typer.Exit(ExitCode.USAGE)
     raw_queries = positional + list(query or [])
     if queries_file is not None:
+        from ..settings import SettingsError, read_queries
+
         try:
-            raw_queries += read_queries_file(queries_file)
-        except (OSError, UnicodeDecodeError) as exc:
-            log.error(f"--queries {queries_file}: cannot read ({exc.__class__.__name__})")
+            raw_queries += read_queries(queries_file)
+        except SettingsError as exc:
+            log.error(f"--queries {exc}")
             raise typer.Exit(ExitCode.USAGE)
     return audio_args, raw_queries
-
-
-def read_queries_file(path: Path) -> list[str]:
-    """One query per line; blank lines and lines starting with # are skipped."""
-    # utf-8-sig: files saved by Notepad or Excel start with a byte-order mark, which would
-    # otherwise become an invisible first character of the first query.
-    text = path.read_text(encoding="utf-8-sig")
-    return [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def parse_thresholds(values: list[str], default: float | None = None
@@ -218,7 +212,7 @@ def detect(
 
 
 # What each DetectionSettings field is called on the command line.
-SETTING_OPTIONS = {"threshold": "--threshold", "median_filter": "--median-filter",
+SETTING_OPTIONS = {"queries_file": "--queries", "threshold": "--threshold", "median_filter": "--median-filter",
                    "min_duration": "--min-duration", "merge_gap": "--merge-gap",
                    "overlap": "--overlap", "batch_size": "--batch-size", "queries": "query"}
 

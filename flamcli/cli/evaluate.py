@@ -106,14 +106,6 @@ def _run(body) -> None:
         raise typer.Exit(ExitCode.INPUT_FAILED)
 
 
-def _read_queries(path: Path) -> list[str]:
-    from ..evaluation.inputs import open_text
-
-    text = open_text(path)
-    return [line.strip() for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
-
-
 def _progress(quiet: bool, label: str):
     """(bar or None, progress callback) for a model run."""
     bar = progress_bar(quiet)
@@ -253,7 +245,7 @@ def sed_command(
             meta["events"] = str(events)
             hard = True
         else:
-            queries = _read_queries(queries_file) if queries_file else labels
+            queries = _read_queries(log, queries_file) if queries_file else labels
             if not queries:
                 log.error(f"{ground_truth}: no labels to use as queries (give --queries)")
                 raise _Stop(ExitCode.USAGE)
@@ -428,6 +420,17 @@ def _ground_with_model(truth, audio, lengths, threshold, min_duration, median_fi
     meta.update(audio=str(audio), model=loaded.info.as_dict(), threshold=detector.thresholds[0],
                 min_duration=min_duration, median_filter=median_filter)
     return predicted, {**found_lengths, **dict(lengths)}
+
+
+def _read_queries(log, path: Path) -> list[str]:
+    """--queries FILE, read as `flam detect --queries` reads it; unreadable is exit 2."""
+    from ..settings import SettingsError, read_queries
+
+    try:
+        return read_queries(path)
+    except SettingsError as exc:
+        log.error(f"--queries {exc}")
+        raise _Stop(ExitCode.USAGE)
 
 
 def _settings(log, queries, threshold, grounding=False, **settings):
