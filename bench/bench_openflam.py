@@ -220,7 +220,8 @@ def flam_load_worker(spec: dict) -> dict:
 
     import torch  # imported before the baseline: it is not part of the load
 
-    from flamcli.models.registry import load_model_directory, load_openflam_directory
+    from flamcli.models.convert import load_openflam_directory
+    from flamcli.models.registry import load_model_directory
 
     work = Path(spec["work_dir"])
     gc.collect()

@@ -36,7 +36,7 @@ def cmd_init(args) -> int:
     from flamcli.models.config import flam_sfx_config
     from flamcli.models.flam import FlamModel, ModelInfo
     from flamcli.models.minilm import MINILM_LICENCE, _model_folder, minilm_text_state
-    from flamcli.models.registry import NOTICE_FILE, save_model
+    from flamcli.models.storage import NOTICE_FILE, save_model
     from flamcli.models.sfx import AISFX_NOTICE, TOWER_FILE
     from flamcli.models.text import TextTokenizer
     from safetensors.torch import load_file

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_model": "flamcli.models.registry",
     "list_models": "flamcli.models.registry",
-    "save_model": "flamcli.models.registry",
+    "save_model": "flamcli.models.storage",
     "ModelLoadError": "flamcli.models.registry",
     "detect": "flamcli.detection",
     "iter_detect": "flamcli.detection",

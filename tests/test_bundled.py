@@ -14,7 +14,8 @@ import torch
 from safetensors import safe_open
 
 from flamcli.models.minilm import pack_bundle
-from flamcli.models.registry import load_model, load_model_directory, save_model
+from flamcli.models.registry import load_model, load_model_directory
+from flamcli.models.storage import save_model
 
 
 def test_pack_puts_the_text_tower_apart_in_fp16_and_loads_in_fp32(debug_model, tmp_path):

@@ -111,7 +111,7 @@ def test_the_default_threshold_is_the_models_own(debug_model, make_audio, tmp_pa
                                                  monkeypatch):
     import json
 
-    from flamcli.models.registry import save_model
+    from flamcli.models.storage import save_model
 
     clip = make_audio("a.wav", seconds=3.0)
     # A threshold the debug model's scores straddle, so that some frames pass and some not.

@@ -11,8 +11,8 @@ import torch
 
 from flamcli.models.config import FlamConfig, debug_config, openflam_v1_base_config
 from flamcli.models.flam import FlamModel, calibrated_probability
-from flamcli.models.registry import (ModelLoadError, build_debug_model, load_model,
-                                     save_model)
+from flamcli.models.registry import ModelLoadError, build_debug_model, load_model
+from flamcli.models.storage import save_model
 from conftest import assert_same_weights
 
 KEYS = Path(__file__).parent / "data" / "openflam-v1-base-keys.txt"

@@ -14,10 +14,11 @@ import logging
 import pytest
 import torch
 
-from flamcli.models import registry
+from flamcli.models import hub, registry
 from flamcli.models.config import debug_config
 from flamcli.models.flam import FlamModel
-from flamcli.models.registry import RegistryEntry, load_model, sha256_of
+from flamcli.files import sha256_of
+from flamcli.models.registry import RegistryEntry, load_model
 from flamcli.models.text import TextTokenizer, roberta_tokenizer
 from conftest import assert_same_weights
 
@@ -99,7 +100,9 @@ def seeded_openflam_hub(tmp_path, monkeypatch):
         licence_notice="TEST LICENCE NOTICE",
     )
     monkeypatch.setitem(registry.REGISTRY, "openflam-test", entry)
+    # offline: the default-model choice (registry) and the downloads (hub) both probe
     monkeypatch.setattr(registry, "hub_reachable", lambda timeout=2.0: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=2.0: False)
     return cache, snapshot, original
 
 
@@ -173,7 +176,7 @@ def test_exact_ten_seconds_at_48k_prints_the_model_frame_probabilities(cli, tmp_
     import numpy as np
 
     from flamcli.models.config import FrontendConfig
-    from flamcli.models.registry import save_model
+    from flamcli.models.storage import save_model
     from flamcli.models.text import byte_tokenizer
 
     config = debug_config()

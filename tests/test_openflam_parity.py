@@ -40,7 +40,7 @@ def golden():
 def outputs(golden):
     from flamcli.models.config import openflam_v1_base_config
     from flamcli.models.flam import ModelInfo
-    from flamcli.models.registry import build_from_state_dict
+    from flamcli.models.storage import build_from_state_dict
 
     meta = json.loads(str(golden["meta_json"]))
     state = seeded_state_dict(KEYS_FILE, seed=meta["state_seed"])

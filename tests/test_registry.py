@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from flamcli.models import registry
-from flamcli.models.registry import (ModelLoadError, RegistryEntry, load_model, save_model,
-                                     sha256_of, verify_sha256)
+from flamcli.files import sha256_of
+from flamcli.models import hub, registry
+from flamcli.models.hub import verify_sha256
+from flamcli.models.registry import ModelLoadError, RegistryEntry, load_model
+from flamcli.models.storage import save_model
 from conftest import assert_same_weights
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -61,7 +63,7 @@ def test_sha256_is_verified_once_then_stamped(seeded_hub, no_network, monkeypatc
     def no_rehash(path):
         raise AssertionError("re-hashed a verified file")
 
-    monkeypatch.setattr(registry, "sha256_of", no_rehash)
+    monkeypatch.setattr(hub, "sha256_of", no_rehash)
     load_model("tiny-test", cache_dir=cache)
 
 

@@ -7,10 +7,8 @@ safetensors, so later loads are fast and never unpickle anything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..files import atomic_path
 from .config import FlamConfig, openflam_v1_base_config
 from .text import roberta_tokenizer
 
@@ -31,10 +29,9 @@ def looks_like_openflam(state_keys) -> bool:
 def convert_openflam(checkpoint: Path, vocab: Path, merges: Path, target: Path,
                      config: FlamConfig | None = None, provenance: dict | None = None) -> Path:
     """Write ``target/`` as a flam model directory from an OpenFLAM-format checkpoint."""
-    from safetensors.torch import save_file
-
-    from .registry import build_from_state_dict, read_state_dict
     from .flam import ModelInfo
+    from .storage import (WEIGHTS_FILE, build_from_state_dict, read_state_dict,
+                          write_model_directory)
     from .text import TextTokenizer
 
     config = config or openflam_v1_base_config()
@@ -42,19 +39,35 @@ def convert_openflam(checkpoint: Path, vocab: Path, merges: Path, target: Path,
     tokenizer = TextTokenizer(roberta_tokenizer(vocab, merges), config.text)
     # Building the model checks the key set strictly before anything is written.
     build_from_state_dict(config, tokenizer, state, ModelInfo(name=config.name, source=str(checkpoint)))
-    target.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in state.items()}
-    with atomic_path(target / "tokenizer.json") as tmp:
-        tokenizer.tokenizer.save(str(tmp))
-    with atomic_path(target / "config.json") as tmp:
-        tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     card = [f"# {config.name} (converted)", "", OPENFLAM_NOTICE, "",
             f"Converted by flam from `{Path(checkpoint).name}`.", ""]
     for key, value in (provenance or {}).items():
         card.append(f"- {key}: {value}")
-    with atomic_path(target / "README.md") as tmp:
-        tmp.write_text("\n".join(card) + "\n", encoding="utf-8")
-    # The weights go last: their presence marks a complete conversion.
-    with atomic_path(target / "model.safetensors") as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "flam_config": config.name})
-    return target
+    return write_model_directory(target, config, tokenizer, {WEIGHTS_FILE: state},
+                                 "\n".join(card) + "\n")
+
+
+def load_openflam_directory(directory: Path, checkpoint: Path):
+    """The published layout: ``open_flam_oct17.pth`` with ``vocab.json`` + ``merges.txt``."""
+    from .flam import ModelInfo
+    from .storage import ModelLoadError, _first_line, build_from_state_dict, read_state_dict
+    from .text import TextTokenizer, roberta_tokenizer
+
+    config = openflam_v1_base_config()
+    missing = [n for n in ("vocab.json", "merges.txt") if not (directory / n).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"{directory}: an OpenFLAM checkpoint needs the RoBERTa tokenizer files "
+            f"{' and '.join(missing)} beside it (from the Hub repo FacebookAI/roberta-base)"
+        )
+    try:
+        tokenizer = TextTokenizer(roberta_tokenizer(directory / "vocab.json",
+                                                    directory / "merges.txt"), config.text)
+    except Exception as exc:  # noqa: BLE001 - `tokenizers` raises a bare Exception for a damaged file
+        raise ModelLoadError(f"{directory}: unreadable vocab.json or merges.txt "
+                             f"({_first_line(exc)})") from None
+    state = read_state_dict(checkpoint)
+    if not looks_like_openflam(state):
+        raise ModelLoadError(f"{checkpoint} is not an OpenFLAM checkpoint")
+    info = ModelInfo(name=config.name, source=str(checkpoint), licence=OPENFLAM_LICENCE)
+    return build_from_state_dict(config, tokenizer, state, info)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import tempfile
 import zipfile
@@ -103,11 +102,9 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
     frozen tower (checked tensor by tensor); the bundle then gets a ``text-tower.json``
     pointer to it (relative path, sha256) instead of a second copy.
     """
-    from safetensors.torch import save_file
-
-    from ..files import atomic_path, sha256_of
-    from .registry import (CARD_FILE, CONFIG_FILE, NOTICE_FILE, TEXT_TOWER_FILE,
-                           TEXT_TOWER_POINTER, WEIGHTS_FILE, load_model_directory)
+    from ..files import sha256_of
+    from .registry import load_model_directory
+    from .storage import (NOTICE_FILE, TEXT_TOWER_FILE, WEIGHTS_FILE, write_model_directory)
     from .text import TextTokenizer
 
     run_dir, output = Path(run_dir), Path(output)
@@ -121,11 +118,9 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
             trained[name] = tensor.half()
         else:
             trained[name] = tensor
-    output.mkdir(parents=True, exist_ok=True)
-    metadata = {"format": "pt", "flam_config": model.config.name}
-    files = [(WEIGHTS_FILE, trained)]
+    weights, pointer = {WEIGHTS_FILE: trained}, None
     if shared_text_tower is None:
-        files.append((TEXT_TOWER_FILE, text_tower))
+        weights[TEXT_TOWER_FILE] = text_tower
     else:
         from safetensors.torch import load_file
 
@@ -134,30 +129,21 @@ def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
         if existing.keys() != text_tower.keys() or not all(
                 torch.equal(existing[k], text_tower[k]) for k in text_tower):
             raise ValueError(f"{shared} does not hold this model's text tower")
+        output.mkdir(parents=True, exist_ok=True)
         pointer = {"file": os.path.relpath(shared, output.resolve()),
                    "sha256": sha256_of(shared)}
-        with atomic_path(output / TEXT_TOWER_POINTER) as tmp:
-            tmp.write_text(json.dumps(pointer, indent=2) + "\n", encoding="utf-8")
-    for filename, state in files:
-        with atomic_path(output / filename) as tmp:
-            save_file(state, str(tmp), metadata=metadata)
     config = model.config
     if presence_threshold is not None:
         config.presence_threshold = float(presence_threshold)
-    with atomic_path(output / CONFIG_FILE) as tmp:
-        tmp.write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-    with atomic_path(output / TextTokenizer.FILE) as tmp:
-        tmp.write_bytes((run_dir / TextTokenizer.FILE).read_bytes())
-    with atomic_path(output / CARD_FILE) as tmp:
-        tmp.write_text(card, encoding="utf-8")
-    if (run_dir / NOTICE_FILE).is_file():
-        with atomic_path(output / NOTICE_FILE) as tmp:
-            tmp.write_bytes((run_dir / NOTICE_FILE).read_bytes())
-    return output
+    notice = run_dir / NOTICE_FILE
+    return write_model_directory(
+        output, config, run_dir / TextTokenizer.FILE, weights, card,
+        notice=notice.read_text(encoding="utf-8") if notice.is_file() else None,
+        text_tower_pointer=pointer)
 
 
 def main(argv=None) -> int:
-    from .registry import save_model
+    from .storage import save_model
 
     parser = argparse.ArgumentParser(description="flam-tiny: build its start, pack a trained run.")
     commands = parser.add_subparsers(dest="command", required=True)

@@ -188,7 +188,7 @@ def convert(wheel: Path, output: Path, half: bool = False) -> Path:
     from safetensors.torch import save_file
 
     from ..files import atomic_path
-    from .registry import NOTICE_FILE  # here: the registry imports this module's tower
+    from .storage import NOTICE_FILE
 
     state = aisfx_tower_state(read_aisfx_wheel(wheel))
     if half:
