@@ -234,6 +234,22 @@ def test_train_on_the_fly_from_a_manifest(train_data, tmp_path):
     assert summary["last"]["global"] > 0
 
 
+def test_progress_reports_every_step_instead_of_a_line(train_data, tmp_path):
+    mix, _ = train_data
+    rows, lines = [], []
+    summary = train(quick(mix, tmp_path / "p", max_steps=3, checkpoint_every=5),
+                    log=lines.append, progress=rows.append)
+    assert [r["step"] for r in rows] == [1, 2, 3] and {r["max_steps"] for r in rows} == {3}
+    assert all(math.isfinite(r["loss"]) and r["clips_per_s"] > 0 for r in rows)
+    assert rows[-1]["loss"] == summary["last"]["loss"]
+    assert not [line for line in lines if line.startswith("step ")]
+    # without a callback, one line per step (stderr in a file: `flam train … 2> log`)
+    lines = []
+    train(quick(mix, tmp_path / "q", max_steps=2, checkpoint_every=5), log=lines.append)
+    assert [line.split(" loss")[0] for line in lines if line.startswith("step ")] == [
+        "step 1/2", "step 2/2"]
+
+
 def small_cnn_config(tmp_path, **audio):
     """The debug architecture with a small cnn audio tower, as a config.json file."""
     import dataclasses

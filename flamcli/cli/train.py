@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .common import ExitCode, Log, QuietOption, ThreadsOption, check_device, configure_torch
+from .common import (ExitCode, Log, QuietOption, ThreadsOption, check_device, configure_torch,
+                     progress_bar)
 
 
 def _command(ctx: typer.Context) -> str:
@@ -143,8 +144,23 @@ def train_command(
     if global_loss not in ("sigmoid", "infonce", "none"):
         log.error("--global-loss must be sigmoid, infonce or none")
         raise typer.Exit(ExitCode.USAGE)
+    # On a terminal a progress bar (step, loss, clips/s) replaces the line per step; the
+    # lines stay where stderr is a file, and metrics.jsonl has every step either way.
+    bar = progress_bar(quiet)
+    task = None
+
+    def on_step(row: dict) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("training", total=row["max_steps"], detail="")
+        bar.update(task, completed=row["step"],
+                   detail=f"step {row['step']}/{row['max_steps']} loss {row['loss']:.4f} "
+                          f"{row['clips_per_s']:.1f} clips/s")
+
     try:
-        summary = train(cfg, log=log.info, warn=log.warning)
+        summary = train(cfg, log=log.info, warn=log.warning,
+                        progress=on_step if bar is not None else None)
     except ModelLoadError as exc:
         log.error(str(exc))
         raise typer.Exit(ExitCode.MODEL)
@@ -155,6 +171,8 @@ def train_command(
         log.error(str(exc))
         raise typer.Exit(ExitCode.INPUT_FAILED)
     finally:
+        if bar is not None:
+            bar.stop()
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():

@@ -485,9 +485,14 @@ def _validate(model, cfg: TrainConfig, out: Path, step: int, log, warn) -> bool:
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print,
-          warn: Callable[[str], None] | None = None) -> dict:
+          warn: Callable[[str], None] | None = None,
+          progress: Callable[[dict], None] | None = None) -> dict:
     """Train; returns a summary. Raises TrainingUsageError for a bad option before anything
     runs, TrainingError for data, NaN, out of memory.
+
+    After every optimizer step the main process reports the step's row of ``metrics.jsonl``
+    (``step``, ``loss`` and its parts, ``lr``, ``clips_per_s``, ``seconds``) to ``progress``;
+    without a ``progress`` callback it goes to ``log`` as one line.
 
     Skipped corpus clips and failed validations are reported through ``warn`` (default
     ``log``) and counted in the summary's ``failed`` (the CLI then exits 3); the model is
@@ -629,16 +634,19 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
             if step % max(1, cfg.checkpoint_every) == 0 or step == cfg.max_steps:
                 good = save_checkpoint(out, step, model, loss_fn, optimizer, scheduler, cfg,
                                        step * per_step, cfg.keep_checkpoints)
-            parts = " ".join(f"{k} {values[k]:.4f}" for k in keys if k != "loss")
-            log(f"step {step}/{cfg.max_steps} loss {values['loss']:.4f} ({parts}) "
-                f"lr {lr:.2e} {per_step / elapsed:.1f} clips/s")
+            if progress is not None:
+                progress({**last, "max_steps": cfg.max_steps})
+            else:
+                parts = " ".join(f"{k} {values[k]:.4f}" for k in keys if k != "loss")
+                log(f"step {step}/{cfg.max_steps} loss {values['loss']:.4f} ({parts}) "
+                    f"lr {lr:.2e} {per_step / elapsed:.1f} clips/s")
             # The last step's validation comes after the model is saved (below).
             due = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps
             if cfg.validation and due and not _validate(model, cfg, out, step, log, warn):
                 failed += 1
         _barrier(d)
     if d.main:
-        from ..models.registry import save_model
+        from ..models.storage import save_model
 
         model.eval()
         save_model(model, out, card=model_card(cfg, model, data.describe(), step, last))
