@@ -122,18 +122,6 @@ def parse_thresholds(values: list[str], default: float | None = None
     return default, per_query
 
 
-def run_distributed():
-    """(rank, world size) under torchrun, with a gloo group for gathering results."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), world
-
-
 @app.command(no_args_is_help=True)
 def detect(
     arguments: Annotated[list[str], typer.Argument(
@@ -270,8 +258,12 @@ def run_detect(log, audio_args, settings, *, fmt=Format.tsv, output_dir=None, pl
             if item.shares_name_with:
                 log.info(f"{item.display}: its output files are named {item.stem}.* (another "
                          f"input is also named {item.shares_name_with})")
-    rank, world = run_distributed()
-    local_inputs = inputs[rank::world]
+    from ..distributed import gather_in_input_order, setup_distributed
+
+    # Under torchrun each rank detects every world-th file; rank 0 writes them all, in order.
+    # gloo: what is gathered are Python objects, wherever the model runs.
+    dist = setup_distributed(backend="gloo")
+    local_inputs = inputs[dist.rank::dist.world]
 
     configure_torch(threads)
     try:
@@ -289,7 +281,7 @@ def run_detect(log, audio_args, settings, *, fmt=Format.tsv, output_dir=None, pl
     metadata = {"model": model.info.as_dict()}
     # Under torchrun only rank 0 prints (the gathered results); a table writer starts with its
     # header, so the other ranks' writers must not reach stdout at all.
-    stream = (stdout or sys.stdout) if rank == 0 else io.StringIO()
+    stream = (stdout or sys.stdout) if dist.main else io.StringIO()
     writer = get_writer(fmt.value, stream, metadata, multiple_files=len(inputs) > 1)
     bar = progress_bar(quiet)
     task = None
@@ -318,7 +310,7 @@ def run_detect(log, audio_args, settings, *, fmt=Format.tsv, output_dir=None, pl
                 except OSError as exc:
                     log.error(f"{output_dir}: cannot write outputs for {result.file}: {exc}")
                     failed = True
-            if world == 1:
+            if dist.world == 1:
                 writer.write_result(result)
             else:
                 result.spectrogram = None  # already plotted; keep the gather small
@@ -332,26 +324,12 @@ def run_detect(log, audio_args, settings, *, fmt=Format.tsv, output_dir=None, pl
         if bar is not None:
             bar.stop()
 
-    if world > 1:
-        failed = _gather_and_write(results, inputs, writer, rank, world) or failed
-    if rank == 0:
+    if dist.world > 1:
+        gathered, any_failed = gather_in_input_order(results, inputs, dist,
+                                                     key=lambda r: r.path)
+        for result in gathered:
+            writer.write_result(result)
+        failed = failed or any_failed
+    if dist.main:
         writer.close()
     return ExitCode.INPUT_FAILED if failed else ExitCode.OK
-
-
-def _gather_and_write(results, inputs, writer, rank, world) -> bool:
-    """Rank 0 writes every rank's results in input order; returns whether any rank failed."""
-    import torch.distributed as dist
-
-    gathered = [None] * world if rank == 0 else None
-    dist.gather_object(results, gathered, dst=0)
-    failed = any(not r.ok for r in results)
-    flags = [None] * world
-    dist.all_gather_object(flags, failed)
-    if rank == 0:
-        by_file = {r.path: r for rank_results in gathered for r in rank_results}
-        for item in inputs:
-            if item.path in by_file:
-                writer.write_result(by_file[item.path])
-    dist.destroy_process_group()
-    return any(flags)

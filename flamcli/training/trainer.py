@@ -23,13 +23,15 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ..distributed import Dist, barrier
+from ..distributed import setup_distributed as join_distributed
 from ..files import atomic_path, write_text_atomic
 from ..models.config import CONV_TOWERS
 from .losses import FlamLoss, LossConfig, build_text_slots
@@ -111,41 +113,13 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 # Distributed set-up (torchrun's environment)
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def setup_distributed(device: str) -> Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
+    """This rank under torchrun (:mod:`flamcli.distributed`), on the device ``--device`` asks."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise TrainingUsageError("--device cuda was requested but CUDA is not available")
-    dev = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(dev)
-    if world > 1:
-        import torch.distributed as dist
+    return join_distributed(use_cuda)
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-        return Dist(dist.get_rank(), dist.get_world_size(), local, dev)
-    return Dist(0, 1, 0, dev)
-
-
-def _barrier(d: Dist) -> None:
-    if d.world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _broadcast_object(value, d: Dist):
@@ -644,7 +618,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
             due = cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps
             if cfg.validation and due and not _validate(model, cfg, out, step, log, warn):
                 failed += 1
-        _barrier(d)
+        barrier(d)
     if d.main:
         from ..models.storage import save_model
 
@@ -655,7 +629,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
         if cfg.validation and step > first_step and not _validate(model, cfg, out, step, log,
                                                                   warn):
             failed += 1
-    _barrier(d)
+    barrier(d)
     return {"steps": step, "last": last, "output": str(out), "rank": d.rank, "world": d.world,
             "failed": failed}
 
