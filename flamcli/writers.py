@@ -13,10 +13,12 @@ import io
 import json
 import math
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from .detection import FileResult
 from .files import atomic_path
+
+if TYPE_CHECKING:  # annotations only: the writers import no torch, so the CLI's logs can use them
+    from .detection import FileResult
 
 FORMATS = ("tsv", "csv", "json", "jsonl", "audacity", "scores")
 DCASE_COLUMNS = ("filename", "onset", "offset", "event_label", "confidence")
@@ -204,6 +206,84 @@ def events_table_text(result: FileResult) -> str:
     out = io.StringIO()
     TsvWriter(out).write_result(result)
     return out.getvalue()
+
+
+def one_line(text: str) -> str:
+    """``text`` with its control characters shown as escapes (``\\n``, ``\\x1b``): a file name
+    holding a newline cannot split a message, nor start a fake ``error:`` line."""
+    if text.isprintable():
+        return text
+    out = []
+    for character in text:
+        if character.isprintable() or character == " ":
+            out.append(character)
+        else:
+            escaped = repr(character)[1:-1]  # '\n', '\x1b', '\u2028'
+            out.append(escaped if escaped != character else f"\\x{ord(character):02x}")
+    return "".join(out)
+
+
+# -- flam ground ---------------------------------------------------------------------------------
+GROUNDING_FORMATS = ("text", "json", "jsonl", "tsv")
+
+
+def answer_record(result, answer) -> dict:
+    """One (file, query) answer; also readable as a SpotSound-style grounding row."""
+    record = {"file": result.file, **answer.as_dict(),
+              "model": result.model.as_dict() if result.model else None}
+    record["audio_path"] = result.file
+    record["caption"] = answer.query
+    record["annotations"] = [[a, b] for a, b, _ in record["intervals"]]
+    return record
+
+
+def human_line(answer, prefix: str) -> str:
+    """``dog barks: 1.20-2.40 s (0.93)``, or why it is absent."""
+    if answer.present:
+        windows = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.2f})" for a, b, c in answer.intervals)
+        return f"{prefix}{answer.query}: {windows}"
+    if answer.too_short:  # say why a peak above the threshold is still "absent"
+        return (f"{prefix}{answer.query}: absent (max {answer.presence:.2f}, above "
+                f"{answer.threshold:.3g} for less than --min-duration)")
+    return f"{prefix}{answer.query}: absent (max {answer.presence:.2f})"
+
+
+class GroundingWriter:
+    """`flam ground`'s stdout: ``text`` (a line per query, the file first when there are
+    several), ``jsonl`` (a record per answer), ``tsv`` (a row per window, or one empty row for
+    an absent query) as results arrive; ``json`` (every record) at :meth:`close`."""
+
+    TSV_HEADER = "file\tquery\tpresent\tpresence\tstart\tend\tconfidence\n"
+
+    def __init__(self, fmt: str, stream: TextIO, multiple_files: bool = False):
+        if fmt not in GROUNDING_FORMATS:
+            raise ValueError(f"unknown grounding format {fmt!r}")
+        self.fmt, self.stream, self.multiple_files = fmt, stream, multiple_files
+        self.records: list[dict] = []
+        if fmt == "tsv":
+            stream.write(self.TSV_HEADER)
+
+    def write_result(self, result) -> None:
+        for answer in result.answers:
+            if self.fmt == "text":
+                prefix = f"{one_line(result.file)}: " if self.multiple_files else ""
+                self.stream.write(human_line(answer, prefix) + "\n")
+            elif self.fmt == "jsonl":
+                self.stream.write(json.dumps(answer_record(result, answer)) + "\n")
+            elif self.fmt == "tsv":
+                for a, b, c in answer.intervals or [(None, None, None)]:
+                    cells = [result.file, answer.query, str(answer.present).lower(),
+                             f"{answer.presence:.6f}"] + (
+                        ["", "", ""] if a is None else [*interval_text(a, b), f"{c:.6f}"])
+                    self.stream.write(tsv_row(cells))
+            else:
+                self.records.append(answer_record(result, answer))
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.fmt == "json":
+            self.stream.write(json.dumps(self.records, indent=1) + "\n")
+        self.stream.flush()
 
 
 def get_writer(fmt: str, stream: TextIO, metadata: dict | None = None,

@@ -12,10 +12,11 @@ import typer
 
 from .. import __version__
 from ..events import MAX_MEDIAN_FILTER
+from ..writers import one_line  # noqa: F401  (the CLI's modules import it from here too)
 
 
 class ExitCode(IntEnum):
-    """Process exit codes (documented in the README)."""
+    """Process exit codes (documented in docs/cli/detect.md#exit-codes and each command's page)."""
 
     OK = 0
     NOT_FOUND = 1  # `flam ground`: some query was absent (like grep)
@@ -61,21 +62,6 @@ def stderr_console():
         _STDERR_CONSOLE = (sys.stderr, StderrConsole(stderr=True, soft_wrap=True,
                                                      highlight=False))
     return _STDERR_CONSOLE[1]
-
-
-def one_line(text: str) -> str:
-    """``text`` with its control characters shown as escapes (``\\n``, ``\\x1b``): a file name
-    holding a newline cannot split a message, nor start a fake ``error:`` line."""
-    if text.isprintable():
-        return text
-    out = []
-    for character in text:
-        if character.isprintable() or character == " ":
-            out.append(character)
-        else:
-            escaped = repr(character)[1:-1]  # '\n', '\x1b', '\u2028'
-            out.append(escaped if escaped != character else f"\\x{ord(character):02x}")
-    return "".join(out)
 
 
 class Log:

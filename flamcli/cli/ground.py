@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -11,10 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from .app import app
-from .common import (BatchOption, one_line, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
-                     Interruption, Precision, PrecisionOption,
-                     OverlapOption, QuietOption, RevisionOption, ThreadsOption, describe_model,
-                     configure_torch, progress_bar)
+from .common import (BatchOption, CacheOption, DeviceOption, ExitCode, Interruption, Log,
+                     MedianFilterOption, ModelOption, OverlapOption, Precision, PrecisionOption,
+                     QuietOption, RevisionOption, ThreadsOption, configure_torch, describe_model,
+                     progress_bar)
 from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
 from .detect import gather_arguments, make_settings, setting_error_line, usable_queries
 
@@ -24,26 +23,6 @@ class GroundFormat(str, Enum):
     json = "json"
     jsonl = "jsonl"
     tsv = "tsv"
-
-
-def answer_record(result, answer) -> dict:
-    """One (file, query) answer; also readable as a SpotSound-style grounding row."""
-    record = {"file": result.file, **answer.as_dict(),
-              "model": result.model.as_dict() if result.model else None}
-    record["audio_path"] = result.file
-    record["caption"] = answer.query
-    record["annotations"] = [[a, b] for a, b, _ in record["intervals"]]
-    return record
-
-
-def human_line(answer, prefix: str) -> str:
-    if answer.present:
-        windows = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.2f})" for a, b, c in answer.intervals)
-        return f"{prefix}{answer.query}: {windows}"
-    if answer.too_short:  # say why a peak above the threshold is still "absent"
-        return (f"{prefix}{answer.query}: absent (max {answer.presence:.2f}, above "
-                f"{answer.threshold:.3g} for less than --min-duration)")
-    return f"{prefix}{answer.query}: absent (max {answer.presence:.2f})"
 
 
 @app.command(no_args_is_help=True)
@@ -94,7 +73,7 @@ def ground(
     from ..grounding import ground_with
     from ..models.registry import ModelLoadError, load_model
     from ..settings import SettingsError
-    from ..writers import interval_text, tsv_row  # tsv rows quoted like flam detect -f tsv
+    from ..writers import GroundingWriter
 
     log = Log(quiet)
     log.attach()
@@ -133,10 +112,7 @@ def ground(
                        detail=f"{status.files_done}/{status.files_total} files")
 
     absent = False
-    records = []
-    many = len(inputs) > 1
-    if fmt is GroundFormat.tsv:
-        sys.stdout.write("file\tquery\tpresent\tpresence\tstart\tend\tconfidence\n")
+    writer = GroundingWriter(fmt.value, sys.stdout, multiple_files=len(inputs) > 1)
     try:
         if bar is not None:
             bar.start()
@@ -147,23 +123,8 @@ def ground(
                 log.error(f"{result.file}: {result.error}")
                 failed = True
                 continue
-            for answer in result.answers:
-                absent = absent or not answer.present
-                record = answer_record(result, answer)
-                if fmt is GroundFormat.text:
-                    sys.stdout.write(human_line(answer, f"{one_line(result.file)}: " if many else "") + "\n")
-                elif fmt is GroundFormat.jsonl:
-                    sys.stdout.write(json.dumps(record) + "\n")
-                elif fmt is GroundFormat.tsv:
-                    rows = answer.intervals or [(None, None, None)]
-                    for a, b, c in rows:
-                        cells = [result.file, answer.query, str(answer.present).lower(),
-                                 f"{answer.presence:.6f}"] + (
-                            ["", "", ""] if a is None else [*interval_text(a, b), f"{c:.6f}"])
-                        sys.stdout.write(tsv_row(cells))
-                else:
-                    records.append(record)
-            sys.stdout.flush()
+            absent = absent or not all(answer.present for answer in result.answers)
+            writer.write_result(result)
     except KeyboardInterrupt:
         # printed above the bar: the log and the bar share a console
         Interruption.report(log)
@@ -171,8 +132,7 @@ def ground(
     finally:
         if bar is not None:
             bar.stop()
-    if fmt is GroundFormat.json:
-        sys.stdout.write(json.dumps(records, indent=1) + "\n")
+    writer.close()
     if failed:
         raise typer.Exit(ExitCode.INPUT_FAILED)
     raise typer.Exit(ExitCode.NOT_FOUND if absent else ExitCode.OK)
