@@ -28,7 +28,17 @@ def main_callback(version: VersionOption = None) -> None:
 
 
 def _register() -> None:
-    from . import detect, evaluate, ground, models, review, synth, train  # noqa: F401  (each module adds its command to ``app``)
+    """Every command, in one place: the command modules know nothing of ``app`` (no import
+    cycle), and this list is the CLI's table of contents."""
+    from . import detect, evaluate, ground, models, review, synth, train
+
+    app.command(no_args_is_help=True)(detect.detect)
+    app.add_typer(evaluate.eval_app)
+    app.command(no_args_is_help=True)(ground.ground)
+    app.command("models")(models.models_command)
+    app.command(no_args_is_help=True)(review.review)
+    app.add_typer(synth.synth_app)
+    app.command("train", no_args_is_help=True)(train.train_command)
 
 
 _register()

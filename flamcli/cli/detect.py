@@ -13,7 +13,6 @@ import typer
 
 from ..audio import AUDIO_EXTENSIONS
 from ..events import DEFAULT_OVERLAP
-from .app import app
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
                      Interruption, Precision, PrecisionOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, VersionOption,
@@ -122,7 +121,6 @@ def parse_thresholds(values: list[str], default: float | None = None
     return default, per_query
 
 
-@app.command(no_args_is_help=True)
 def detect(
     arguments: Annotated[list[str], typer.Argument(
         metavar="AUDIO [QUERY]...",

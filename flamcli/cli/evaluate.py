@@ -15,7 +15,6 @@ import typer
 
 from ..events import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP,
                       MAX_MEDIAN_FILTER)
-from .app import app
 from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, describe_model,
                      Precision, PrecisionOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
@@ -30,7 +29,6 @@ eval_app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(eval_app)
 
 OutputOption = Annotated[Optional[Path], typer.Option(
     "-o", "--output", dir_okay=False, help="Write the JSON report here (atomically) instead of stdout.")]

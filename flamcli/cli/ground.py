@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app
 from .common import (BatchOption, CacheOption, DeviceOption, ExitCode, Interruption, Log,
                      MedianFilterOption, ModelOption, OverlapOption, Precision, PrecisionOption,
                      QuietOption, RevisionOption, ThreadsOption, configure_torch, describe_model,
@@ -25,7 +24,6 @@ class GroundFormat(str, Enum):
     tsv = "tsv"
 
 
-@app.command(no_args_is_help=True)
 def ground(
     arguments: Annotated[list[str], typer.Argument(
         metavar="AUDIO [QUERY]...",

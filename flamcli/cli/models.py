@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app
 
 
 class ModelsFormat(str, Enum):
@@ -21,7 +20,6 @@ class ModelsFormat(str, Enum):
 TSV_COLUMNS = ("name", "source", "presence_threshold", "licence", "description")
 
 
-@app.command("models")
 def models_command(
     fmt: Annotated[Optional[ModelsFormat], typer.Option(
         "-f", "--format", help="table (the default on a terminal), tsv (the default when "

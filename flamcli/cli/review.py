@@ -10,12 +10,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app
 from .common import ExitCode, Log, ModelOption, QuietOption, VersionOption
 from .detect import gather_arguments, usable_queries
 
 
-@app.command(no_args_is_help=True)
 def review(
     arguments: Annotated[list[str], typer.Argument(
         metavar="FOLDER | AUDIO [QUERY]...",

@@ -10,7 +10,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app
 from .common import ExitCode, Log, QuietOption, progress_bar
 
 synth_app = typer.Typer(
@@ -25,7 +24,6 @@ synth_app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.add_typer(synth_app)
 
 
 class RecipeName(str, Enum):

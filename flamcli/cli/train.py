@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app
 from .common import (ExitCode, Log, QuietOption, ThreadsOption, check_device, configure_torch,
                      progress_bar)
 
@@ -29,7 +28,6 @@ def _command(ctx: typer.Context) -> str:
     return " ".join(words)
 
 
-@app.command("train", no_args_is_help=True)
 def train_command(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option(
