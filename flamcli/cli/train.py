@@ -55,7 +55,8 @@ def train_command(
     grad_accum: Annotated[int, typer.Option(
         "--grad-accum", min=1, max=65_536, help="Micro-batches per optimiser step.")] = 1,
     lr: Annotated[float, typer.Option("--lr", min=0.0, max=10.0, help="Peak learning rate (AdamW).")] = 1e-4,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", min=0.0, max=10.0)] = 0.01,
+    weight_decay: Annotated[float, typer.Option(
+        "--weight-decay", min=0.0, max=10.0, help="AdamW weight decay.")] = 0.01,
     warmup_steps: Annotated[Optional[int], typer.Option(
         "--warmup-steps", min=0, max=10**9,
         help="Cosine warm-up steps, then linear decay (default min(3200, steps/20)).")] = None,
@@ -77,7 +78,9 @@ def train_command(
         "--global-loss", help="sigmoid (SigLIP, ring), infonce or none.")] = "sigmoid",
     sed_weight: Annotated[float, typer.Option("--sed-weight", min=0.0, max=1e6, help="λ_SED.")] = 200.0,
     prior_weight: Annotated[float, typer.Option("--prior-weight", min=0.0, max=1e6, help="λ_prior.")] = 1.0,
-    global_weight: Annotated[float, typer.Option("--global-weight", min=0.0, max=1e6)] = 1.0,
+    global_weight: Annotated[float, typer.Option(
+        "--global-weight", min=0.0, max=1e6,
+        help="Weight of the global (clip-level) contrastive loss.")] = 1.0,
     tag_rate: Annotated[float, typer.Option(
         "--tag-rate", min=0.0, max=1.0,
         help="Probability of replacing a caption by one of its clip's tags.")] = 0.5,
