@@ -1,12 +1,42 @@
-"""Result figures: spectrogram on top, one probability curve per query below, events shaded."""
+"""Every figure flam draws, in one place, all with matplotlib's Agg backend and written atomically:
+detection results (spectrogram on top, one probability curve per query below, events shaded),
+``flam eval sed --plots`` and ``flam train``'s loss curve.
+
+matplotlib's layout warnings (thousands of queries, very long ones) are not the user's concern
+and would print source lines on stderr: they are silenced while a figure is drawn.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .detection import FileResult
+from .files import atomic_path
+
+if TYPE_CHECKING:
+    from .detection import FileResult
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG atomically and close it."""
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fig.savefig(str(tmp), format="png", dpi=dpi)
+    pyplot().close(fig)
+    return Path(path)
 
 
 def _time_formatter(duration: float):
@@ -25,21 +55,14 @@ def _time_formatter(duration: float):
 
 def plot_result(result: FileResult, path: str | Path, dpi: int = 100) -> None:
     """Write a PNG. Long files stay readable: the spectrogram is pooled to a bounded number of
-    columns, the time axis switches to m:ss / h:mm:ss, and the figure widens (up to a limit).
-    matplotlib's layout warnings (thousands of queries, very long ones) are not the user's
-    concern and would print source lines on stderr: they are silenced here."""
-    import warnings
-
+    columns, the time axis switches to m:ss / h:mm:ss, and the figure widens (up to a limit)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _plot_result(result, path, dpi)
 
 
 def _plot_result(result: FileResult, path: str | Path, dpi: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     duration = max(result.duration, result.frame_seconds)
     width = float(np.clip(8 + duration / 60, 10, 24))
@@ -79,5 +102,100 @@ def _plot_result(result: FileResult, path: str | Path, dpi: int) -> None:
     ax.legend(loc="upper right", fontsize=8, ncol=min(4, len(result.queries)), framealpha=0.8)
     ax.grid(alpha=0.25)
     fig.tight_layout()
-    fig.savefig(str(path), format="png", dpi=dpi)
-    plt.close(fig)
+    save_figure(fig, path, dpi)
+
+
+# -- flam eval sed --plots ----------------------------------------------------------------------
+def plot_psd_roc(curves: dict, report: dict, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name in ("psds1", "psds2"):
+        if name in curves:
+            etpr, efpr = curves[name]
+            ax.step(efpr, etpr, where="post", label=f"{name.upper()} = {report[name]:.3f}")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("effective false positives per hour")
+    ax.set_ylabel("effective true positive rate")
+    ax.set_title("PSD-ROC", loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_f1_curves(curves: dict, threshold: float, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for query, (thresholds, f1) in curves.items():
+        finite = np.isfinite(thresholds)
+        ax.step(np.clip(thresholds[finite], 0, 1), f1[finite], where="pre", lw=1.2, label=query)
+    ax.axvline(threshold, color="grey", ls="--", lw=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("threshold (a frame counts when its score reaches it)")
+    ax.set_ylabel("collar-based F1")
+    ax.set_title("event F1 against threshold", loc="left")
+    ax.grid(alpha=0.3)
+    if len(curves) <= 12:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_calibration(calibration: dict, path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    predicted = np.asarray(calibration["mean_predicted"], dtype=float)
+    observed = np.asarray(calibration["observed"], dtype=float)
+    used = np.isfinite(predicted) & np.isfinite(observed)
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
+    ax.plot(predicted[used], observed[used], marker="o", label=f"frames (ECE {calibration['ece']:.3f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title("calibration", loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_sed_plots(evaluation, directory: Path) -> list[Path]:
+    """``flam eval sed --plots``: psd_roc.png, f1_threshold.png, calibration.png."""
+    directory = Path(directory)
+    written = []
+    curves, report = evaluation.curves, evaluation.report
+    if "psds1" in curves:
+        written.append(plot_psd_roc(curves, report, directory / "psd_roc.png"))
+    if "f1" in curves:
+        written.append(plot_f1_curves(curves["f1"], report["threshold"], directory / "f1_threshold.png"))
+    if "calibration" in curves:
+        written.append(plot_calibration(curves["calibration"], directory / "calibration.png"))
+    return written
+
+
+# -- flam train -------------------------------------------------------------------------------------
+def plot_losses(metrics: Path, target: Path) -> None:
+    """``flam train``'s loss.png: every loss part against the step, from metrics.jsonl."""
+    import json
+
+    if not metrics.exists():  # resumed at --max-steps: no step ran, nothing to plot
+        return
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    for key in ("loss", "sed", "global", "prior"):
+        if key in rows[0]:
+            ax.plot(steps, [r[key] for r in rows], label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, target)

@@ -264,7 +264,7 @@ def sed_command(
             log.warning(message)
         report = _with_meta(evaluation.report, meta)
         if plots is not None and not hard:
-            from ..evaluation.plots import write_sed_plots
+            from ..plots import write_sed_plots
 
             try:
                 written = write_sed_plots(evaluation, plots)

@@ -32,7 +32,7 @@ import torch
 
 from ..distributed import Dist, barrier
 from ..distributed import setup_distributed as join_distributed
-from ..files import atomic_path, write_text_atomic
+from ..files import write_text_atomic
 from ..models.config import CONV_TOWERS
 from .losses import FlamLoss, LossConfig, build_text_slots
 
@@ -350,33 +350,6 @@ def model_card(cfg: TrainConfig, model, data_description: str, step: int, last: 
     )
 
 
-def plot_losses(metrics: Path, target: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if not metrics.exists():  # resumed at --max-steps: no step ran, nothing to plot
-        return
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    if not rows:
-        return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    steps = [r["step"] for r in rows]
-    for key in ("loss", "sed", "global", "prior"):
-        if key in rows[0]:
-            ax.plot(steps, [r[key] for r in rows], label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_yscale("log")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-
-
 def _truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
@@ -624,6 +597,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print,
 
         model.eval()
         save_model(model, out, card=model_card(cfg, model, data.describe(), step, last))
+        from ..plots import plot_losses
+
         plot_losses(metrics, out / "loss.png")
         # Not again when a finished run is resumed: its final row is already there.
         if cfg.validation and step > first_step and not _validate(model, cfg, out, step, log,
