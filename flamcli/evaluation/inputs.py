@@ -23,6 +23,7 @@ import math
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -31,7 +32,14 @@ class EvalInputError(ValueError):
     """An evaluation input is missing or malformed; the message names file and line."""
 
 
-Event = tuple  # (onset, offset, label)
+class Segment(NamedTuple):
+    """A labelled stretch of a clip as evaluation sees it, whether ground truth or a hard
+    prediction read from a file: no file name and no confidence, unlike a detection
+    (:class:`flamcli.events.Event`). A tuple, so segments sort by time."""
+
+    onset: float
+    offset: float
+    label: str
 
 
 def clip_id(filename: str) -> str:
@@ -130,23 +138,25 @@ def _rows(path: Path, required: tuple[str, ...]):
         raise EvalInputError(f"{path}:{reader.line_num + 1}: {exc}") from None
 
 
-def merge_touching(events: list[Event]) -> tuple[list[Event], int]:
+def merge_touching(events: list[Segment]) -> tuple[list[Segment], int]:
     """Join same-label events that overlap or touch (sed_scores_eval requires disjoint ones)."""
-    merged: list[list] = []
+    merged: list[Segment] = []
     joined = 0
-    for onset, offset, label in sorted(events, key=lambda e: (e[2], e[0], e[1])):
-        if merged and merged[-1][2] == label and onset <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], offset)
+    # Plain (onset, offset, label) tuples from library callers are segments too.
+    for onset, offset, label in sorted(map(Segment._make, events),
+                                       key=lambda e: (e.label, e.onset, e.offset)):
+        if merged and merged[-1].label == label and onset <= merged[-1].offset:
+            merged[-1] = merged[-1]._replace(offset=max(merged[-1].offset, offset))
             joined += 1
         else:
-            merged.append([onset, offset, label])
-    return sorted((a, b, c) for a, b, c in merged), joined
+            merged.append(Segment(onset, offset, label))
+    return sorted(merged), joined
 
 
-def read_event_table(path: Path, *, predictions: bool = False) -> dict[str, list[Event]]:
+def read_event_table(path: Path, *, predictions: bool = False) -> dict[str, list[Segment]]:
     """DCASE events → {clip id: [(onset, offset, label), …]} (event-free clips → [])."""
     path = Path(path)
-    out: dict[str, list[Event]] = {}
+    out: dict[str, list[Segment]] = {}
     for number, row in _rows(path, ("filename", "onset", "offset", "event_label")):
         where = f"{path}:{number}"
         name = row["filename"].strip()
@@ -162,7 +172,7 @@ def read_event_table(path: Path, *, predictions: bool = False) -> dict[str, list
         end = _number(offset, where, "offset")
         if start < 0 or end <= start:
             raise EvalInputError(f"{where}: need 0 <= onset < offset, got {onset} … {offset}")
-        events.append((start, end, label))
+        events.append(Segment(start, end, label))
     return out
 
 
@@ -183,7 +193,7 @@ def read_durations(path: Path) -> dict[str, float]:
 _SCORE_SUFFIX = re.compile(r"\s*\((?:[0-9]*\.?[0-9]+)\)$")
 
 
-def read_audacity(path: Path, *, strip_score: bool = True) -> tuple[list[Event], list[str]]:
+def read_audacity(path: Path, *, strip_score: bool = True) -> tuple[list[Segment], list[str]]:
     """One label track → (events sorted by time, warnings for skipped lines).
 
     Point labels (start == end) are skipped (an event needs a duration); lines starting with
@@ -215,7 +225,7 @@ def read_audacity(path: Path, *, strip_score: bool = True) -> tuple[list[Event],
         if end <= start:
             warnings.append(f"{where}: point label (no duration); line skipped")
             continue
-        events.append((max(0.0, start), end, label))
+        events.append(Segment(max(0.0, start), end, label))
     return sorted(events), warnings
 
 
@@ -369,21 +379,3 @@ def read_scores(path: Path) -> tuple[list[str], dict]:
     if not out:
         raise EvalInputError(f"{path}: no score tables (*.tsv) found")
     return queries, out
-
-
-def events_to_scores(events: list[Event], queries: list[str], duration: float):
-    """Binary score table for hard event predictions: 1 inside an event, 0 elsewhere."""
-    cuts = {0.0, float(duration)}
-    for onset, offset, _ in events:
-        cuts.update((min(max(onset, 0.0), duration), min(max(offset, 0.0), duration)))
-    edges = np.array(sorted(cuts))
-    edges = edges[np.concatenate(([True], np.diff(edges) > 0))]
-    if len(edges) < 2:
-        edges = np.array([0.0, float(duration)])
-    centres = (edges[:-1] + edges[1:]) / 2
-    values = np.zeros((len(edges) - 1, len(queries)))
-    column = {q: k for k, q in enumerate(queries)}
-    for onset, offset, label in events:
-        if label in column:
-            values[(centres > onset) & (centres < offset), column[label]] = 1.0
-    return edges, values

@@ -30,7 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from . import sed_metrics as m
-from .inputs import EvalInputError, events_to_scores, merge_touching
+from .inputs import EvalInputError, Segment, merge_touching
 
 COLLAR = dict(onset_collar=0.2, offset_collar=0.2, offset_collar_rate=0.2)
 SEGMENT_F1_LENGTH = 1.0
@@ -65,7 +65,7 @@ def _clean(value):
     return value
 
 
-def align(scores: Mapping[str, tuple], ground_truth: Mapping[str, list], durations: Mapping[str, float],
+def align(scores: Mapping[str, tuple], ground_truth: Mapping[str, list[Segment]], durations: Mapping[str, float],
           *, scores_source: str = "scores", gt_source: str = "ground truth",
           durations_source: str = "durations") -> tuple[list[str], list[str]]:
     """Check that inputs cover the same clips → (clips, warnings). The clips are those with a
@@ -137,7 +137,7 @@ def calibration(scores, ground_truth, queries: Sequence[str], bins: int = 10) ->
 
 
 def evaluate_sed(scores: Mapping[str, tuple], queries: Sequence[str],
-                 ground_truth: Mapping[str, list], durations: Mapping[str, float], *,
+                 ground_truth: Mapping[str, list[Segment]], durations: Mapping[str, float], *,
                  threshold: float = 0.5, hard: bool = False, sources: dict | None = None
                  ) -> SedEvaluation:
     """Score ``scores`` (``{clip: (timestamps, values [T, len(queries)])}``) against the ground
@@ -237,7 +237,7 @@ def _nanmean(values: dict, keys) -> float | None:
     return float(np.mean(numbers)) if numbers else None
 
 
-def events_as_scores(predictions: Mapping[str, list], queries: Sequence[str],
+def events_as_scores(predictions: Mapping[str, list[Segment]], queries: Sequence[str],
                      durations: Mapping[str, float]) -> tuple[dict, list[str]]:
     """Hard event predictions → binary score tables for every clip with a duration
     (a clip without predicted events gets an all-zero table)."""
@@ -253,9 +253,27 @@ def events_as_scores(predictions: Mapping[str, list], queries: Sequence[str],
     if extra:
         warnings.append(f"{len(extra)} predicted clip(s) not in the evaluation set ignored "
                         f"(e.g. {extra[0]!r})")
-    tables = {clip: events_to_scores(predictions.get(clip, []), list(queries), duration)
+    tables = {clip: _binary_scores(predictions.get(clip, []), list(queries), duration)
               for clip, duration in durations.items()}
     return tables, warnings
+
+
+def _binary_scores(events: Sequence[Segment], queries: list[str], duration: float):
+    """Binary score table for hard event predictions: 1 inside an event, 0 elsewhere."""
+    cuts = {0.0, float(duration)}
+    for onset, offset, _ in events:
+        cuts.update((min(max(onset, 0.0), duration), min(max(offset, 0.0), duration)))
+    edges = np.array(sorted(cuts))
+    edges = edges[np.concatenate(([True], np.diff(edges) > 0))]
+    if len(edges) < 2:
+        edges = np.array([0.0, float(duration)])
+    centres = (edges[:-1] + edges[1:]) / 2
+    values = np.zeros((len(edges) - 1, len(queries)))
+    column = {q: k for k, q in enumerate(queries)}
+    for onset, offset, label in events:
+        if label in column:
+            values[(centres > onset) & (centres < offset), column[label]] = 1.0
+    return edges, values
 
 
 def score_tables(results) -> tuple[dict[str, tuple], dict[str, float]]:
