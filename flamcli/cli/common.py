@@ -154,12 +154,12 @@ def check_device(value: str) -> str:
     """--device: refused before any work when it names no device or CUDA is not there."""
     if value in ("auto", "cpu"):
         return value
-    if value != "cuda" and not (value.startswith("cuda:") and value[5:].isdigit()):
-        raise typer.BadParameter(f"{value!r} is not auto, cpu, cuda or cuda:N")
-    import torch
+    from ..devices import DeviceError, resolve_device
 
-    if not torch.cuda.is_available():
-        raise typer.BadParameter(f"{value}: CUDA is not available on this machine")
+    try:
+        resolve_device(value)
+    except DeviceError as exc:
+        raise typer.BadParameter(str(exc)) from None
     return value
 
 

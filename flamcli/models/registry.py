@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from ..devices import DeviceError, resolve_device
 from ..files import flam_cache_dir
 from .config import FlamConfig, debug_config, openflam_v1_base_config
 from .convert import (OPENFLAM_CHECKPOINT, OPENFLAM_LICENCE, OPENFLAM_NOTICE, convert_openflam,
@@ -225,10 +226,6 @@ def load_hub_entry(entry: RegistryEntry, revision: str | None = None, cache_dir=
 # The one entry point
 
 
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 BUNDLED_MODEL = "flam-tiny"  # trained here, ships inside the package (models/flam-tiny/)
 
 
@@ -289,9 +286,12 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
     from .int8 import check_precision, quantize_int8
 
     check_precision(precision, device)  # PrecisionError (a ValueError) before any loading
-    if device in (None, "auto"):
-        device = "cpu" if precision == "int8" else default_device()
-    target = torch.device(device)
+    if device in (None, "auto") and precision == "int8":
+        device = "cpu"
+    try:
+        target = resolve_device(device)
+    except DeviceError as exc:
+        raise ModelLoadError(str(exc)) from None
     name = os.fspath(name_or_path) if name_or_path is not None else os.environ.get("FLAM_MODEL")
     chosen_for_the_user = not name
     if chosen_for_the_user:
@@ -307,8 +307,6 @@ def load_model(name_or_path: str | os.PathLike | None = None, device: str | torc
         logger.warning("%s could not be loaded (%s): using the bundled model %s", name, exc,
                        bundled)
         model = _resolve(bundled, None, cache_dir)
-    if target.type == "cuda" and not torch.cuda.is_available():
-        raise ModelLoadError("--device cuda was requested but CUDA is not available")
     model = model.to(target)
     if precision == "int8":
         quantize_int8(model)

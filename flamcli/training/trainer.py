@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..devices import DeviceError, resolve_device
 from ..distributed import Dist, barrier
 from ..distributed import setup_distributed as join_distributed
 from ..files import write_text_atomic
@@ -115,9 +116,10 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def setup_distributed(device: str) -> Dist:
     """This rank under torchrun (:mod:`flamcli.distributed`), on the device ``--device`` asks."""
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise TrainingUsageError("--device cuda was requested but CUDA is not available")
+    try:
+        use_cuda = resolve_device(device).type == "cuda"
+    except DeviceError as exc:
+        raise TrainingUsageError(str(exc)) from None
     return join_distributed(use_cuda)
 
 
