@@ -14,7 +14,7 @@ from .audio import AudioError, AudioInput, expand_inputs, probe
 from .events import DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP, Event, median_filter, scores_to_events
 from .inference import Spectrogram, WindowPlan, score_files
 from .models.flam import FlamModel, ModelInfo
-from .settings import DetectionSettings, QueryError, SettingsError, clean_queries  # noqa: F401
+from .settings import DetectionSettings, SettingsError
 
 
 
@@ -201,7 +201,7 @@ def iter_detect(
     cache_dir).run(audio, …)``; see :class:`Detector`. ``threshold`` (a value, or
     ``{query: value}``) defaults to the model's own (``config.presence_threshold``: 0.5, the
     calibrated boundary, unless measured otherwise). Bad settings raise
-    :class:`~flamcli.settings.SettingsError` (:class:`QueryError` for the queries) before any
+    :class:`~flamcli.settings.SettingsError` (:class:`~flamcli.settings.QueryError` for the queries) before any
     audio is read.
     """
     settings = DetectionSettings.create(

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from flamcli.detection import QueryError, clean_queries, detect, iter_detect
+from flamcli.detection import detect, iter_detect
+from flamcli.settings import QueryError, clean_queries
 from flamcli.inference import triangular_weights
 from conftest import tone
 

@@ -404,14 +404,6 @@ def test_score_reader_errors(tmp_path):
 
 # -- CLI -----------------------------------------------------------------------------------------
 @pytest.fixture
-def cli(cli):
-    """The app with `flam eval` registered (until app.py imports it itself)."""
-    import flamcli.cli.evaluate  # noqa: F401
-
-    return cli
-
-
-@pytest.fixture
 def sed_files(tmp_path, golden):
     """The first golden case as files: DCASE ground truth, durations, flam-detect score tables."""
     case = golden["cases"][0]

@@ -21,7 +21,8 @@ def test_ctrl_c_during_outputs_exits_130_with_only_complete_files(cli, make_audi
                                                                     monkeypatch):
     import flamcli.plots
 
-    clips = [make_audio(f"d/c{i}.wav", seconds=1.0) for i in range(2)]
+    for i in range(2):
+        make_audio(f"d/c{i}.wav", seconds=1.0)
     calls = []
 
     def interrupt_on_second_plot(result, path, dpi=100):

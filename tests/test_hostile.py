@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 DEBUG = ("-m", "debug")
 FLAM = [sys.executable, "-m", "flamcli"]

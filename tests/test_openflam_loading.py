@@ -18,7 +18,7 @@ from flamcli.models import hub, registry
 from flamcli.models.config import debug_config
 from flamcli.models.flam import FlamModel
 from flamcli.files import sha256_of
-from flamcli.models.registry import RegistryEntry, load_model
+from flamcli.models.registry import load_model
 from flamcli.models.text import TextTokenizer, roberta_tokenizer
 from conftest import assert_same_weights
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import pytest
-import torch
 
 from flamcli.files import sha256_of
 from flamcli.models import hub, registry

@@ -11,13 +11,6 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture
-def cli(cli):
-    import flamcli.cli.evaluate  # noqa: F401  (registers `flam eval`)
-
-    return cli
-
-
 def write_json(path, rows):
     path.write_text(json.dumps(rows))
     return path

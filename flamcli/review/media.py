@@ -94,7 +94,7 @@ def audio_clip(path: Path, start: float, end: float) -> bytes:
     if end - start > MAX_CLIP_SECONDS:
         raise MediaError(f"clips are at most {MAX_CLIP_SECONDS:g} s (asked for {end - start:g} s)")
     with sf.SoundFile(str(path)) as handle:
-        rate, channels = handle.samplerate, handle.channels
+        rate = handle.samplerate
         first = min(handle.frames, int(max(0.0, start) * rate))
         last = min(handle.frames, int(end * rate))
         handle.seek(first)

@@ -22,10 +22,8 @@ import json
 import secrets
 import threading
 from collections import OrderedDict
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
