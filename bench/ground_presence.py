@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 from benchlib import background_names, mixture_plan  # noqa: E402
 from flamcli.detection import iter_detect  # noqa: E402
 from flamcli.evaluation.grounding import evaluate_grounding, read_grounding  # noqa: E402
-from flamcli.events import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION,  # noqa: E402
+from flamcli.settings import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION,  # noqa: E402
                             median_filter, scores_to_events)
 from flamcli.models import load_model  # noqa: E402
 

@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from .audio import AudioError, AudioInput, expand_inputs, probe
-from .events import DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP, Event, median_filter, scores_to_events
+from .events import Event, median_filter, scores_to_events
 from .inference import Spectrogram, WindowPlan, score_files
 from .models.flam import FlamModel, ModelInfo
-from .settings import DetectionSettings, SettingsError
+from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP, DetectionSettings,
+                       SettingsError)
 
 
 
@@ -188,7 +189,7 @@ def iter_detect(
     median_filter_frames: int = DEFAULT_MEDIAN_FILTER,
     min_duration: float = 0.0,
     merge_gap: float = 0.0,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     overlap: float = DEFAULT_OVERLAP,
     unbiased: bool = True,
     with_spectrogram: bool = False,

@@ -6,22 +6,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# Decision defaults live here (numpy only) so the CLI can show them without importing torch.
-DEFAULT_THRESHOLD = 0.5  # the calibrated boundary: cosine > 0 (FLAM §3.2)
-DEFAULT_MEDIAN_FILTER = 3  # frames, as in FLAM's evaluation (§5.2)
-# The presence defaults of `flam ground` (and `flam eval ground --audio`), chosen from refusal
-# of absent queries against recall of present ones on a held-out `flam synth ground` set with
-# bench/ground_presence.py (docs/benchmarks.md, "flam ground: presence defaults"). The
-# threshold is the model's own (FlamConfig.presence_threshold, flam detect's default too).
-# Measured on flam-tiny: a median filter only removed short true events (recall fell more
-# than refusal rose) and no minimum beyond one 0.3125 s frame helped, so a single frame above
-# the threshold is evidence; 0.3 s still drops slivers from finer-grained models.
-DEFAULT_MIN_DURATION = 0.3  # seconds: shorter windows are not evidence of presence
-DEFAULT_GROUND_MEDIAN_FILTER = 1  # frames (1 = off)
-# Seconds between consecutive model windows on long files. 5 s (twice the audio-model work)
-# localised flam-tiny's events slightly better and refused no more (docs/benchmarks.md).
-DEFAULT_OVERLAP = 2.5
-
 
 @dataclass(frozen=True)
 class Event:
@@ -60,7 +44,6 @@ def median_filter(scores: np.ndarray, size: int) -> np.ndarray:
 
 
 MEDIAN_CHUNK_VALUES = 1 << 22  # float32 values copied per np.median call (16 MiB)
-MAX_MEDIAN_FILTER = 1001  # frames; the paper uses 3 (--median-filter's upper bound)
 
 
 def find_runs(active: np.ndarray) -> list[tuple[int, int]]:

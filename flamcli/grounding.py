@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from .detection import Detector, FileResult, Progress
-from .events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
 from .models.flam import FlamModel, ModelInfo
-from .settings import DetectionSettings
+from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION,
+                       DEFAULT_OVERLAP, DetectionSettings)
 
 
 
@@ -70,7 +70,7 @@ def iter_ground(
     top_k: int | None = None,
     median_filter_frames: int = DEFAULT_GROUND_MEDIAN_FILTER,
     merge_gap: float = 0.0,
-    batch_size: int = 8,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     overlap: float = DEFAULT_OVERLAP,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[Progress], None] | None = None,

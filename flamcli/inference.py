@@ -20,7 +20,7 @@ import torch
 
 from .audio import AudioError, AudioInput, Window, WindowStream
 from .embedding_cache import CachedRecording, EmbeddingCache
-from .events import DEFAULT_OVERLAP
+from .settings import DEFAULT_OVERLAP
 from .models.flam import FlamModel, TextEmbedding
 
 

@@ -17,8 +17,24 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from .events import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MEDIAN_FILTER, DEFAULT_MIN_DURATION,
-                     DEFAULT_OVERLAP, MAX_MEDIAN_FILTER)
+
+# The defaults of every setting, here so the CLI can show them without importing torch. The
+# threshold has none of its own: it is the model's (FlamConfig.presence_threshold).
+DEFAULT_MEDIAN_FILTER = 3  # frames, as in FLAM's evaluation (§5.2)
+# The presence defaults of `flam ground` (and `flam eval ground --audio`), chosen from refusal
+# of absent queries against recall of present ones on a held-out `flam synth ground` set with
+# bench/ground_presence.py (docs/benchmarks.md, "flam ground: presence defaults"). The
+# threshold is the model's own (FlamConfig.presence_threshold, flam detect's default too).
+# Measured on flam-tiny: a median filter only removed short true events (recall fell more
+# than refusal rose) and no minimum beyond one 0.3125 s frame helped, so a single frame above
+# the threshold is evidence; 0.3 s still drops slivers from finer-grained models.
+DEFAULT_MIN_DURATION = 0.3  # seconds: shorter windows are not evidence of presence
+DEFAULT_GROUND_MEDIAN_FILTER = 1  # frames (1 = off)
+# Seconds between consecutive model windows on long files. 5 s (twice the audio-model work)
+# localised flam-tiny's events slightly better and refused no more (docs/benchmarks.md).
+DEFAULT_OVERLAP = 2.5
+MAX_MEDIAN_FILTER = 1001  # frames; the paper uses 3 (--median-filter's upper bound)
+DEFAULT_BATCH_SIZE = 8  # model windows per forward pass
 
 
 class SettingsError(ValueError):
@@ -113,7 +129,7 @@ class DetectionSettings:
     min_duration: float = 0.0  # seconds: shorter events are dropped
     merge_gap: float = 0.0  # seconds: closer events of one query are joined
     overlap: float = DEFAULT_OVERLAP  # seconds between model windows on long files
-    batch_size: int = 8  # model windows per forward pass
+    batch_size: int = DEFAULT_BATCH_SIZE
     unbiased: bool = True  # p/(p+σ(β)); False: σ(α·cos), the approximate probabilities
     #: What cleaning the queries changed (tabs replaced, repeats dropped), for the caller to show.
     query_warnings: tuple[str, ...] = ()
@@ -142,20 +158,24 @@ class DetectionSettings:
 
     @classmethod
     def create(cls, queries: Iterable[str],
-               threshold: float | Mapping[str, float | None] | None = None,
+               threshold: float | Mapping[str, float | None] | None = None, *,
+               query_thresholds: Mapping[str, float] | None = None,
                **settings) -> "DetectionSettings":
         """Queries are cleaned (:func:`clean_queries`; an empty one is a :class:`QueryError`).
-        ``threshold``: None (the model's own), one value for every query, or a mapping of
-        query → value; in a mapping, the key ``"*"`` sets the default (the library's older
-        spelling, still accepted)."""
+        ``threshold``: None (the model's own) or one value for every query;
+        ``query_thresholds``: query → value, overriding it for those queries.
+
+        ``threshold`` may also be a mapping of query → value, for the library's older spelling
+        in which the key ``"*"`` set the default; it is still accepted."""
         usable, warnings, errors = clean_queries(queries)
         if errors:
             raise QueryError(errors[0])
-        default, per_query = threshold, {}
+        default, per_query = threshold, dict(query_thresholds or {})
         if isinstance(threshold, Mapping):
-            per_query = {" ".join(str(q).split()): v for q, v in threshold.items()
-                         if q != "*" and v is not None}
+            per_query = {**{q: v for q, v in threshold.items() if q != "*"}, **per_query}
             default = threshold.get("*")
+        # Queries are matched as cleaned: "dog  barks" sets the threshold of "dog barks".
+        per_query = {" ".join(str(q).split()): v for q, v in per_query.items() if v is not None}
         return cls(tuple(usable), default, per_query, query_warnings=tuple(warnings),
                    **settings)
 
@@ -163,8 +183,9 @@ class DetectionSettings:
     def for_grounding(cls, queries: Iterable[str],
                       threshold: float | Mapping[str, float | None] | None = None,
                       **settings) -> "DetectionSettings":
-        """:meth:`create` with grounding's defaults: a longer median filter and a minimum
-        duration, so that a stray frame does not count as presence."""
+        """:meth:`create` with grounding's defaults (:data:`DEFAULT_GROUND_MEDIAN_FILTER`,
+        :data:`DEFAULT_MIN_DURATION`): no median filter, which would erase short true events,
+        and a minimum duration, so that a sliver above the threshold is not presence."""
         settings.setdefault("median_filter", DEFAULT_GROUND_MEDIAN_FILTER)
         settings.setdefault("min_duration", DEFAULT_MIN_DURATION)
         return cls.create(queries, threshold, **settings)

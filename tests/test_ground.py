@@ -10,7 +10,8 @@ import pytest
 
 import flamcli
 from flamcli.detection import FileResult
-from flamcli.events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_OVERLAP, Event
+from flamcli.events import Event
+from flamcli.settings import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_OVERLAP
 from flamcli.writers import human_line
 from flamcli.grounding import answers_from_detection, ground
 from flamcli.embedding_cache import CACHE_FORMAT

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flamcli.detection import Detector, iter_detect
-from flamcli.events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
+from flamcli.settings import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
 from flamcli.settings import DetectionSettings, QueryError, SettingsError
 
 
@@ -28,6 +28,9 @@ def test_queries_are_cleaned_and_thresholds_resolved_once():
     assert settings.thresholds(0.9) == [0.6, 0.2]
     plain = DetectionSettings.create(["a", "b"], {"b": 0.3})
     assert plain.default_threshold is None and plain.thresholds(0.9) == [0.9, 0.3]
+    explicit = DetectionSettings.create(["a", "b  c"], 0.6, query_thresholds={"b c": 0.2})
+    assert explicit.thresholds(0.9) == [0.6, 0.2]
+    assert DetectionSettings.create(["a", "b"], query_thresholds={"b": 0.3}) == plain
     assert DetectionSettings.create(["a"], 0.4).thresholds(0.9) == [0.4]
 
 

@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .. import __version__
-from ..events import MAX_MEDIAN_FILTER
+from ..settings import MAX_MEDIAN_FILTER
 from ..writers import one_line  # noqa: F401  (the CLI's modules import it from here too)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..audio import AUDIO_EXTENSIONS
-from ..events import DEFAULT_OVERLAP
+from ..settings import DEFAULT_BATCH_SIZE, DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP
 from .common import (BatchOption, CacheOption, MedianFilterOption, DeviceOption, ExitCode, Log, ModelOption,
                      Interruption, Precision, PrecisionOption,
                      OverlapOption, QuietOption, RevisionOption, ThreadsOption, VersionOption,
@@ -148,7 +148,7 @@ def detect(
         "-t", "--threshold", help="Calibrated probability threshold (default: the model's own, "
                                   "0.5 unless its card says otherwise; `flam models`), or "
                                   "\"QUERY=VALUE\" for one query. Repeatable.")] = None,
-    median_filter: MedianFilterOption = 3,
+    median_filter: MedianFilterOption = DEFAULT_MEDIAN_FILTER,
     min_duration: Annotated[float, typer.Option(
         "--min-duration", min=0.0, help="Drop events shorter than this (seconds).")] = 0.0,
     merge_gap: Annotated[float, typer.Option(
@@ -162,7 +162,7 @@ def detect(
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.fp32,
-    batch_size: BatchOption = 8,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
     version: VersionOption = None,
@@ -212,7 +212,7 @@ def make_settings(log, queries: list[str], threshold_values: list[str], groundin
     try:
         default, per_query = parse_thresholds(threshold_values)
         make = DetectionSettings.for_grounding if grounding else DetectionSettings.create
-        return make(queries, {"*": default, **per_query} if per_query else default, **settings)
+        return make(queries, default, query_thresholds=per_query, **settings)
     except typer.BadParameter as exc:
         log.error(f"--threshold: {exc}")
     except SettingsError as exc:

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..events import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP,
+from ..settings import (DEFAULT_BATCH_SIZE, DEFAULT_MEDIAN_FILTER, DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP,
                       MAX_MEDIAN_FILTER)
 from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, describe_model,
                      Precision, PrecisionOption, QuietOption,
@@ -172,7 +172,7 @@ def sed_command(
                                           "ground-truth labels).")] = None,
     threshold: ThresholdOption = 0.5,
     median_filter: Annotated[int, typer.Option(
-        "--median-filter", min=1, max=MAX_MEDIAN_FILTER, help="With --audio: median filter in frames (1 = off).")] = 3,
+        "--median-filter", min=1, max=MAX_MEDIAN_FILTER, help="With --audio: median filter in frames (1 = off).")] = DEFAULT_MEDIAN_FILTER,
     overlap: Annotated[float, typer.Option(
         "--overlap", min=0.0, help="With --audio: overlap between model windows on long files "
                                    "(seconds), as in flam detect.")] = DEFAULT_OVERLAP,
@@ -183,7 +183,7 @@ def sed_command(
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.fp32,
-    batch_size: BatchOption = 8,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -321,7 +321,7 @@ def ground_command(
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.fp32,
-    batch_size: BatchOption = 8,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -455,7 +455,7 @@ def retrieval_command(
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.fp32,
-    batch_size: BatchOption = 8,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -498,7 +498,7 @@ def classify_command(
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.fp32,
-    batch_size: BatchOption = 8,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
 ) -> None:

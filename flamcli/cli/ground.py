@@ -13,7 +13,8 @@ from .common import (BatchOption, CacheOption, DeviceOption, ExitCode, Interrupt
                      MedianFilterOption, ModelOption, OverlapOption, Precision, PrecisionOption,
                      QuietOption, RevisionOption, ThreadsOption, configure_torch, describe_model,
                      progress_bar)
-from ..events import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP
+from ..settings import (DEFAULT_BATCH_SIZE, DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION,
+                        DEFAULT_OVERLAP)
 from .detect import gather_arguments, make_settings, setting_error_line, usable_queries
 
 
@@ -51,7 +52,7 @@ def ground(
     revision: RevisionOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.fp32,
-    batch_size: BatchOption = 8,
+    batch_size: BatchOption = DEFAULT_BATCH_SIZE,
     threads: ThreadsOption = None,
     quiet: QuietOption = False,
 ) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ..settings import DEFAULT_BATCH_SIZE, DEFAULT_MEDIAN_FILTER
 from .data import DataError
 
 VALIDATION_KEYS = ("psds1", "psds2", "auroc", "mpauc", "event_f1", "segment_f1")
@@ -52,8 +53,8 @@ def load_validation(folder: str | Path):
     return truth, lengths, queries, inputs
 
 
-def validate(model, folder: str | Path, median_filter_frames: int = 3,
-             batch_size: int = 8) -> dict:
+def validate(model, folder: str | Path, median_filter_frames: int = DEFAULT_MEDIAN_FILTER,
+             batch_size: int = DEFAULT_BATCH_SIZE) -> dict:
     """Every validation query scored against every validation clip, as `flam eval sed` does."""
     from ..detection import iter_detect
     from ..evaluation import EvalInputError
