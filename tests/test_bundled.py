@@ -13,14 +13,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from flamcli.models.minilm import pack_bundle
 from flamcli.models.registry import load_model, load_model_directory
-from flamcli.models.storage import save_model
+from flamcli.models.storage import pack_model, save_model
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_pack_puts_the_text_tower_apart_in_fp16_and_loads_in_fp32(debug_model, tmp_path):
     run = save_model(debug_model, tmp_path / "run")
-    packed = pack_bundle(run, tmp_path / "bundle", card="# card\n")
+    packed = pack_model(run, tmp_path / "bundle", card="# card\n")
     with safe_open(str(packed / "text-tower.safetensors"), "pt") as weights:
         text = {name: weights.get_tensor(name).dtype for name in weights.keys()}
     with safe_open(str(packed / "model.safetensors"), "pt") as weights:
@@ -39,17 +40,31 @@ def test_pack_puts_the_text_tower_apart_in_fp16_and_loads_in_fp32(debug_model, t
             assert torch.equal(tensor, original[name])
     assert (packed / "README.md").read_text() == "# card\n"
     # the measured operating point travels in config.json and drives flam ground's default
-    again = pack_bundle(run, tmp_path / "b2", card="# card\n", presence_threshold=0.8)
+    again = pack_model(run, tmp_path / "b2", card="# card\n", presence_threshold=0.8)
     assert load_model_directory(again).config.presence_threshold == 0.8
     assert model.config.presence_threshold == 0.5
+
+
+def test_the_build_script_packs_a_run(debug_model, tmp_path):
+    """tools/flam_tiny.py pack, as the model card's build steps run it."""
+    run = save_model(debug_model, tmp_path / "run")
+    (tmp_path / "card.md").write_text("# card\n")
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "flam_tiny.py"), "pack", str(run),
+                          "-o", str(tmp_path / "bundle"), "--card", str(tmp_path / "card.md"),
+                          "--presence-threshold", "0.7"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(tmp_path / "bundle")
+    model = load_model_directory(tmp_path / "bundle")
+    assert model.config.presence_threshold == 0.7
+    assert (tmp_path / "bundle" / "README.md").read_text() == "# card\n"
 
 
 def test_pack_can_point_to_a_shared_text_tower_instead_of_copying_it(debug_model, tmp_path):
     from flamcli.models.registry import ModelLoadError
 
     run = save_model(debug_model, tmp_path / "run")
-    first = pack_bundle(run, tmp_path / "models" / "first", card="# one\n")
-    second = pack_bundle(run, tmp_path / "models" / "second", card="# two\n",
+    first = pack_model(run, tmp_path / "models" / "first", card="# one\n")
+    second = pack_model(run, tmp_path / "models" / "second", card="# two\n",
                          shared_text_tower=first / "text-tower.safetensors")
     assert not (second / "text-tower.safetensors").exists()
     pointer = json.loads((second / "text-tower.json").read_text())
@@ -74,14 +89,14 @@ def test_pack_can_point_to_a_shared_text_tower_instead_of_copying_it(debug_model
         changed.text_branch.embeddings.word_embeddings.weight.add_(1)
     run2 = save_model(changed, tmp_path / "run2")
     with pytest.raises(ValueError, match="does not hold this model's text tower"):
-        pack_bundle(run2, tmp_path / "models" / "third", card="# three\n",
+        pack_model(run2, tmp_path / "models" / "third", card="# three\n",
                     shared_text_tower=first / "text-tower.safetensors")
 
 
 def test_pack_can_store_the_trained_parts_in_fp16(debug_model, tmp_path):
     run = save_model(debug_model, tmp_path / "run")
     (run / "NOTICE").write_text("attribution\n")
-    packed = pack_bundle(run, tmp_path / "bundle", card="# card\n", half_weights=True)
+    packed = pack_model(run, tmp_path / "bundle", card="# card\n", half_weights=True)
     with safe_open(str(packed / "model.safetensors"), "pt") as weights:
         dtypes = {weights.get_tensor(n).dtype for n in weights.keys()}
     assert torch.float16 in dtypes and torch.float32 not in dtypes

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -215,3 +216,56 @@ def build_from_state_dict(config: FlamConfig, tokenizer: TextTokenizer,
         )
     model.info = info
     return model.eval()
+
+
+def pack_model(run_dir: str | Path, output: str | Path, card: str,
+                presence_threshold: float | None = None, half_weights: bool = False,
+                shared_text_tower: str | Path | None = None) -> Path:
+    """A trained model folder → the shipped (bundled) form, in the layout this module reads.
+
+    ``presence_threshold`` (measured with bench/ground_presence.py) is written into the
+    bundled config.json as the model's `flam ground` default.
+
+    The frozen MiniLM tower goes to ``text-tower.safetensors`` in fp16 (43 MiB instead of 87;
+    it is computed in fp32 after loading) and never changes between retrainings; the trained
+    parts (audio tower, projections, heads) go to ``model.safetensors`` in fp32, or in fp16
+    with ``half_weights`` (flam-sfx: its pretrained tower is 4.7 M parameters; computed in fp32
+    after loading). A ``NOTICE`` beside the run (third-party attribution) is copied along.
+
+    ``shared_text_tower``: an existing packed ``text-tower.safetensors`` holding the same
+    frozen tower (checked tensor by tensor); the bundle then gets a ``text-tower.json``
+    pointer to it (relative path, sha256) instead of a second copy.
+    """
+    from safetensors.torch import load_file
+
+    run_dir, output = Path(run_dir), Path(output)
+    model = load_flam_directory(run_dir)
+    trained, text_tower = {}, {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().contiguous().cpu()
+        if name.startswith("text_branch."):
+            text_tower[name] = tensor.half() if tensor.is_floating_point() else tensor
+        elif half_weights and tensor.is_floating_point():
+            trained[name] = tensor.half()
+        else:
+            trained[name] = tensor
+    weights, pointer = {WEIGHTS_FILE: trained}, None
+    if shared_text_tower is None:
+        weights[TEXT_TOWER_FILE] = text_tower
+    else:
+        shared = Path(shared_text_tower).resolve()
+        existing = load_file(str(shared))
+        if existing.keys() != text_tower.keys() or not all(
+                torch.equal(existing[k], text_tower[k]) for k in text_tower):
+            raise ValueError(f"{shared} does not hold this model's text tower")
+        output.mkdir(parents=True, exist_ok=True)
+        pointer = {"file": os.path.relpath(shared, output.resolve()),
+                   "sha256": sha256_of(shared)}
+    config = model.config
+    if presence_threshold is not None:
+        config.presence_threshold = float(presence_threshold)
+    notice = run_dir / NOTICE_FILE
+    return write_model_directory(
+        output, config, run_dir / TextTokenizer.FILE, weights, card,
+        notice=notice.read_text(encoding="utf-8") if notice.is_file() else None,
+        text_tower_pointer=pointer)

