@@ -40,8 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import cpu_info, snapshot_code  # noqa: E402  (bench/ is not a package)
+from benchlib import cpu_info, snapshot_code
 
 SAMPLE_RATE = 44_100
 CHANNELS = 2

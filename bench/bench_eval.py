@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 QUERIES = [
     "dog barks", "a car horn honks", "a person speaking", "glass breaking", "a baby crying",

@@ -29,11 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+from bench_detect import build_model, machine, make_audio
 
-from bench_detect import build_model, machine, make_audio  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
 
 NEW_QUERIES = ["a car horn honks", "glass breaking", "a person speaking", "birds chirping",
                "a door slams shut"]

@@ -56,12 +56,12 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import cpu_info, snapshot_code
+from bench_detect import QUERIES as DETECT_QUERIES
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import cpu_info, snapshot_code  # noqa: E402
-from bench_detect import QUERIES as DETECT_QUERIES  # noqa: E402  (bench/ is not a package)
 CLIP_SAMPLES = 480_000  # 10 s at 48 kHz, the only input upstream accepts
 N_CLIPS = 8
 STATE_SEED = 0
@@ -139,10 +139,6 @@ def make_clips(n: int):
 def setup_worker(spec: dict) -> dict:
     """Clips, the seeded checkpoint + tokenizer files, and its safetensors conversion."""
     import numpy as np
-    import torch
-
-    sys.path.insert(0, str(REPO / "tests" / "reference"))
-    from seeded_state import KEYS_FILE, seeded_state_dict
 
     from flamcli.models.convert import OPENFLAM_CHECKPOINT, convert_openflam
 
@@ -150,11 +146,13 @@ def setup_worker(spec: dict) -> dict:
     ckpt_dir = work / "checkpoint"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     np.save(work / "clips.npy", make_clips(N_CLIPS))
-    state = seeded_state_dict(KEYS_FILE, seed=STATE_SEED)
-    weight_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    n_params = sum(t.numel() for k, t in state.items() if t.is_floating_point())
-    torch.save(state, ckpt_dir / OPENFLAM_CHECKPOINT)
-    del state
+    # The reference harness writes the seeded checkpoint (tests/reference/README.md).
+    written = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "reference" / "seeded_state.py"),
+         "--seed", str(STATE_SEED), "-o", str(ckpt_dir / OPENFLAM_CHECKPOINT)],
+        check=True, capture_output=True, text=True)
+    sizes = json.loads(written.stdout)
+    weight_bytes, n_params = sizes["weight_bytes"], sizes["parameters"]
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(Path(spec["roberta_dir"]) / name, ckpt_dir / name)
     converted = work / "converted"

@@ -56,11 +56,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import cpu_info, snapshot_code
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import cpu_info, snapshot_code  # noqa: E402  (bench/ is not a package)
 SAMPLE_RATE = 48_000
 FRAMES = 10 * SAMPLE_RATE
 TARGET_RATIO = 5.0

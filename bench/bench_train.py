@@ -27,13 +27,11 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def rss_mb() -> float:
@@ -146,15 +144,14 @@ def measure_memory(world: int, mode: str, n: int, t: int, d: int) -> dict:
 def measure_throughput(steps: int, batch: int, warmup: int, threads: int) -> dict:
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_synth import build_corpus
+    from benchlib import tone_corpus
 
     from flamcli.synth import SedRecipe, index_directory, read_manifest, synthesize, write_manifest
     from flamcli.training.trainer import TrainConfig, train
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = build_corpus(Path(tmp) / "corpus")
+        corpus = tone_corpus(Path(tmp) / "corpus")
         clips, _ = index_directory(corpus)
         manifest = write_manifest(clips, corpus / "corpus.csv")
         synthesize(read_manifest(manifest), SedRecipe(sample_rate=16000), Path(tmp) / "mix",

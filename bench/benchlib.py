@@ -74,3 +74,26 @@ def mixture_plan(folder: Path, audio_path: str) -> dict | None:
 def background_names(plan: dict) -> list[str]:
     """The background recordings a mixture was made on (several when layered), by file stem."""
     return sorted({Path(b["path"]).stem for b in plan.get("background", [])})
+
+
+def tone_corpus(root: Path) -> Path:
+    """A small labelled corpus of tones (events in labelled folders) and noise (backgrounds in
+    amb/), enough for flam synth and flam train to run on: throughput does not depend on what
+    the audio holds."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(7)
+    events = {"animals/dog_bark.wav": (500.0, 0.8, 44100), "animals/cat_meow.flac": (900.0, 1.6, 22050),
+              "bells/bell_ring.wav": (2000.0, 2.4, 48000), "vehicles/car_horn.wav": (3100.0, 1.2, 16000)}
+    for name, (freq, seconds, rate) in events.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        t = np.arange(round(seconds * rate)) / rate
+        pad = np.zeros(round(0.15 * rate))
+        sf.write(path, np.concatenate([pad, 0.3 * np.sin(2 * np.pi * freq * t), pad]), rate)
+    (root / "amb").mkdir(exist_ok=True)
+    sf.write(root / "amb" / "forest_ambience.flac", 0.05 * rng.standard_normal(22050 * 80), 22050)
+    sf.write(root / "amb" / "rain_ambiance.wav", 0.05 * rng.standard_normal(16000 * 7), 16000)
+    return root
+

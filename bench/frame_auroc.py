@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def roc_area(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -30,15 +30,15 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchlib import background_names, mixture_plan
+from flamcli.detection import iter_detect
+from flamcli.evaluation.grounding import evaluate_grounding, read_grounding
+from flamcli.events import median_filter, scores_to_events
+from flamcli.settings import DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION
+from flamcli.models import load_model
 
-from benchlib import background_names, mixture_plan  # noqa: E402
-from flamcli.detection import iter_detect  # noqa: E402
-from flamcli.evaluation.grounding import evaluate_grounding, read_grounding  # noqa: E402
-from flamcli.settings import (DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION,  # noqa: E402
-                            median_filter, scores_to_events)
-from flamcli.models import load_model  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
 
 # Finer steps at the top, where a small model's refusal/recall trade-off lives.
 THRESHOLDS = sorted({round(float(x), 3) for x in np.arange(0.30, 0.90, 0.025)}

@@ -24,12 +24,12 @@ import soundfile as sf
 import torch
 import torchaudio
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchlib import write_result
+from flamcli.audio import resample
+from flamcli.synth.corpus import read_manifest
 
-from benchlib import write_result  # noqa: E402
-from flamcli.audio import resample  # noqa: E402
-from flamcli.synth.corpus import read_manifest  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
 
 RATE = 16000
 

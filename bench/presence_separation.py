@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import copy as copy_module
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,14 +37,14 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchlib import background_names, mixture_plan, write_result
+from flamcli.audio import resample
+from flamcli.models import load_model
+from flamcli.models.flam import calibrated_probability
+from flamcli.models.frontend import slaney_mel_matrix
 
-from benchlib import background_names, mixture_plan, write_result  # noqa: E402
-from flamcli.audio import resample  # noqa: E402
-from flamcli.models import load_model  # noqa: E402
-from flamcli.models.flam import calibrated_probability  # noqa: E402
-from flamcli.models.frontend import slaney_mel_matrix  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
 
 STATISTICS = ("peak", "mean2", "mean3", "median3", "peak_over_level", "peak_cosine",
               "global_cosine")

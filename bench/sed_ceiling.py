@@ -16,17 +16,16 @@ or a list with one per frame length) and prints it.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from benchlib import write_result
+from flamcli.evaluation.inputs import read_durations, read_event_table
+from flamcli.evaluation.sed import evaluate_sed
 
-from benchlib import write_result  # noqa: E402
-from flamcli.evaluation.inputs import read_durations, read_event_table  # noqa: E402
-from flamcli.evaluation.sed import evaluate_sed  # noqa: E402
+HERE = Path(__file__).resolve().parent
+
 
 FRAME_SECONDS = 10.0 / 32  # FLAM's grid: 32 frames per 10 s window
 

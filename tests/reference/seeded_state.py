@@ -1,8 +1,11 @@
 """A seeded random state dict with the OpenFLAM v1-base key names, shapes and dtypes.
 
-Pure torch/numpy: no upstream code. It is used twice: by ``make_golden.py`` (hand-run, in a
-separate venv with upstream ``openflam``) to produce ``tests/data/openflam_golden.npz``, and by
-``tests/test_openflam_parity.py`` (default suite) to rebuild the very same weights for flam.
+Pure torch/numpy: no upstream code. It is used three times: by ``make_golden.py`` (hand-run, in
+a separate venv with upstream ``openflam``) to produce ``tests/data/openflam_golden.npz``, by
+``tests/test_openflam_parity.py`` (default suite) to rebuild the very same weights for flam, and
+run as a script by ``bench/bench_openflam.py`` to write the checkpoint both sides time::
+
+    python tests/reference/seeded_state.py --seed 0 -o open_flam_oct17.pth   # prints sizes as JSON
 
 * Every tensor is drawn from its own ``torch.Generator`` seeded with
   ``zlib.crc32(f"{seed}/{key}")``, so a tensor depends only on its key, shape and the seed, never
@@ -167,3 +170,26 @@ def golden_waveforms(seed: int = 0) -> np.ndarray:
              + 0.4 * np.sin(2 * np.pi * 3000.0 * t) * ((t % 2.0) < 0.5))
     clip1[(t >= 7.0) & (t < 8.0)] = 0.0
     return np.stack([clip0, clip1]).astype(np.float32)
+
+
+def main(argv=None) -> int:
+    """Write the seeded state dict as an OpenFLAM-style checkpoint (torch.save, as upstream's);
+    print its weight bytes and parameter count as JSON."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    state = seeded_state_dict(KEYS_FILE, seed=args.seed)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, args.output)
+    print(json.dumps({
+        "weight_bytes": sum(t.numel() * t.element_size() for t in state.values()),
+        "parameters": sum(t.numel() for t in state.values() if t.is_floating_point())}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
