@@ -1,4 +1,4 @@
-"""flam reproduces the upstream OpenFLAM implementation numerically (reference §12).
+"""flam reproduces the upstream OpenFLAM implementation numerically (tests/reference/README.md).
 
 ``tests/data/openflam_golden.npz`` holds upstream's outputs for a seeded random state dict with
 the OpenFLAM v1-base key names, made BY HAND with ``tests/reference/make_golden.py`` in a separate

@@ -11,7 +11,7 @@ Prediction rows may add ``"present": true|false`` (the stage-1 presence answer; 
 only; a number); other keys are ignored. ``flam ground -f json`` output is such a list. Rows are matched on (audio_path, caption); the
 path may differ in folders as long as the file name identifies the row.
 
-Metrics (fractions in [0, 1]; spotsound.md §5):
+Metrics (fractions in [0, 1]; SpotSound's, as its benchmark defines them):
 
 * set-IoU per positive query: intervals clipped to [0, duration] (when known) and merged
   into unions; ``|∪P ∩ ∪G| / |∪P ∪ ∪G|``; an empty prediction scores 0.

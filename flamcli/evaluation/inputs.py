@@ -1,7 +1,7 @@
 """Readers for evaluation inputs. Every problem raises :class:`EvalInputError` with one line
 naming the file (and line or row) so that the CLI can print it as is.
 
-Formats (reference: formats-and-metrics.md §1, §2, §5):
+Formats (DCASE's, sed_scores_eval's and Audacity's, as those tools read and write them):
 
 * DCASE event table (TSV, or CSV by extension): header with ``filename onset offset
   event_label`` (any order, extra columns such as ``confidence`` allowed); a row with empty

@@ -1,6 +1,6 @@
 """Recipes: every number that shapes a synthetic mixture, with documented defaults.
 
-``SedRecipe`` follows FLAM's data recipe (../shared/reference/flam.md §6); where the paper's
+``SedRecipe`` follows FLAM's data recipe (the FLAM paper, §4 and appendix C.4); where the paper's
 number is lost we choose one and say so. ``GroundRecipe`` builds SpotSound-style long clips in
 which the target events cover less than 10% of the clip. Recipes save to and load from small
 JSON files (``--recipe FILE``; ``flam synth sed --save-recipe FILE`` writes the defaults).

@@ -40,7 +40,7 @@ class Example:
 
 @dataclass
 class Augment:
-    """The reference's augmentations (flam.md §5), each with a probability (0 = off)."""
+    """The FLAM paper's augmentations (appendix C.5–C.8), each with a probability (0 = off)."""
 
     tag_rate: float = 0.5  # a description is replaced by one of its clip's tags
     downsample_rate: float = 0.3  # audio goes down to a lower rate and back

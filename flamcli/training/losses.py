@@ -1,4 +1,4 @@
-"""FLAM training objectives (../shared/reference/flam.md §3, §4).
+"""FLAM training objectives (the FLAM paper, Wu et al. 2025, §3.2–3.3 and appendix C.2–C.3).
 
 Total loss  L = λ_global·L_global + λ_SED·L_SED + λ_prior·L_prior   (defaults 1, 200, 1).
 

@@ -1,6 +1,6 @@
 """Cross-rank plumbing for the FLAM losses: the autograd-aware ring and small gathers.
 
-The ring (reference §4): each rank scores its local frames against the text block it holds,
+The ring (the FLAM paper, §3.3): each rank scores its local frames against the text block it holds,
 then passes that block (embeddings, α, β) to rank + 1 and receives rank − 1's with
 ``batch_isend_irecv``. The pass is an autograd Function whose backward sends the gradient
 back the other way, so every text block's gradient reaches the rank that owns its text tower

@@ -27,7 +27,7 @@ the repository root is put on ``sys.path`` for that, flam is not installed in th
 
 Nothing is downloaded: upstream's three downloads are monkeypatched.
 * ``RobertaModel.from_pretrained("roberta-base")`` → ``RobertaModel(config)`` from the hand-written
-  roberta-base config below (reference §7), attention implementation ``sdpa`` (what
+  roberta-base config below (the published checkpoint's text branch), attention implementation ``sdpa`` (what
   ``from_pretrained`` picks in transformers 4.56.1; ``--attn eager`` for a cross-check);
 * ``RobertaTokenizer.from_pretrained("roberta-base")`` → the same class from ``--roberta-dir``
   (vocab.json + merges.txt);

@@ -14,7 +14,7 @@ run as a script by ``bench/bench_openflam.py`` to write the checkpoint both side
   LayerNorm weights 1 + N(0, 0.1²), relative-position bias tables N(0, 0.5²) (large enough that a
   wrong index or window mask shows up in the outputs), bn0 running stats in the dB range of the
   golden inputs with a positive running_var.
-* Deterministic tensors are real (reference §12.3): STFT conv kernels, ``melW``,
+* Deterministic tensors are real, as in the published checkpoint: STFT conv kernels, ``melW``,
   ``relative_position_index``, shifted-window ``attn_mask``; ``bn0.num_batches_tracked`` is a
   plain count. They are computed with flam's own functions here; ``make_golden.py`` checks them
   against upstream's values.
