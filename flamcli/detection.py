@@ -12,7 +12,8 @@ import torch
 
 from .audio import AudioError, AudioInput, expand_inputs, probe
 from .events import Event, median_filter, scores_to_events
-from .inference import Spectrogram, WindowPlan, score_files
+from .inference import WindowPlan, score_files
+from .spectrogram import Spectrogram
 from .models.flam import FlamModel, ModelInfo
 from .settings import (DEFAULT_BATCH_SIZE, DEFAULT_MEDIAN_FILTER, DEFAULT_OVERLAP, DetectionSettings,
                        SettingsError)

@@ -30,10 +30,10 @@ def _mono(block: np.ndarray) -> np.ndarray:
 
 def spectrogram_picture(path: Path, start: float, end: float, width: int) -> bytes:
     """A log-mel PNG of ``[start, end)`` seconds, ``width`` columns at most, low frequencies at
-    the bottom. Uses flam's one mel picture (:class:`flamcli.inference.Spectrogram`)."""
+    the bottom. Uses flam's one mel picture (:class:`flamcli.spectrogram.Spectrogram`)."""
     import soundfile as sf
 
-    from ..inference import Spectrogram
+    from ..spectrogram import Spectrogram
 
     width = int(min(max(width, 16), MAX_PICTURE_WIDTH))
     with sf.SoundFile(str(path)) as handle:
