@@ -272,7 +272,7 @@ def flam_tiny_config() -> FlamConfig:
     model was then fine-tuned with ``flam train --frames 64`` (0.156 s frames, the conv stack's
     own time resolution), which changes no weight (models/flam-tiny/README.md). A conv tower
     learns from a few hundred clips on two CPU cores much faster than a Swin transformer of the
-    same cost (docs/benchmarks.md, run 1 vs run 2). Text: all-MiniLM-L6-v2 (BERT, 6 layers, 384
+    same cost (docs/flam-tiny-history.md, run 1 vs run 2). Text: all-MiniLM-L6-v2 (BERT, 6 layers, 384
     wide, uncased WordPiece, mean pooling), kept frozen in training. β starts at −4, about the
     log prior odds of a description in a 16-clip batch (one clip, a third of its frames),
     instead of the paper's −8 for 512 clips: near −8 the SED loss barely pushes negatives below
