@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import cpu_info, snapshot_code
+from benchlib import cpu_info, rss_now_mib, snapshot_code
 
 SAMPLE_RATE = 44_100
 CHANNELS = 2
@@ -113,15 +113,6 @@ def make_audio(path: Path, seconds: float) -> Path:
 
 
 # -- one measurement (runs in its own process) -------------------------------------------------
-def rss_now_mib() -> float:
-    """Current (not peak) resident set size."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def build_model(name: str):
     import torch
 

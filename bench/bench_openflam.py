@@ -56,7 +56,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import cpu_info, snapshot_code
+from benchlib import cpu_info, rss_now_mib, snapshot_code
 from bench_detect import QUERIES as DETECT_QUERIES
 
 HERE = Path(__file__).resolve().parent
@@ -70,15 +70,6 @@ QUERIES = DETECT_QUERIES[:10]  # the detect benchmark's first ten
 
 
 # -- helpers shared with upstream_side.py (stdlib at import time; torch imported lazily) --------
-def rss_now_mib() -> float:
-    """Current (not peak) resident set size."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return float("nan")
-
-
 def peak_rss_mib() -> float:
     import resource
 

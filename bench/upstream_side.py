@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench_openflam import fp32_peak, rss_now_mib, summarise, timed
+from bench_openflam import fp32_peak, summarise, timed
+from benchlib import rss_now_mib
 
 # The one bench script that reaches into tests/: it runs in the upstream venv, where flamcli is
 # not installed, and the offline build of upstream's model is the parity harness's

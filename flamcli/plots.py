@@ -106,6 +106,21 @@ def _plot_result(result: FileResult, path: str | Path, dpi: int) -> None:
 
 
 # -- flam eval sed --plots ----------------------------------------------------------------------
+def _finish(fig, ax, path: Path, xlim, ylim, xlabel: str, ylabel: str, title: str, *,
+            legend: str | None, legend_size: float | None = None) -> Path:
+    """The common frame of the evaluation figures: limits, labels, grid, legend; then save."""
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, loc="left")
+    ax.grid(alpha=0.3)
+    if legend is not None:
+        ax.legend(loc=legend, fontsize=legend_size)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_psd_roc(curves: dict, report: dict, path: Path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -113,15 +128,8 @@ def plot_psd_roc(curves: dict, report: dict, path: Path) -> Path:
         if name in curves:
             etpr, efpr = curves[name]
             ax.step(efpr, etpr, where="post", label=f"{name.upper()} = {report[name]:.3f}")
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("effective false positives per hour")
-    ax.set_ylabel("effective true positive rate")
-    ax.set_title("PSD-ROC", loc="left")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, ax, path, (0, 100), (0, 1.02), "effective false positives per hour",
+                   "effective true positive rate", "PSD-ROC", legend="lower right")
 
 
 def plot_f1_curves(curves: dict, threshold: float, path: Path) -> Path:
@@ -131,16 +139,10 @@ def plot_f1_curves(curves: dict, threshold: float, path: Path) -> Path:
         finite = np.isfinite(thresholds)
         ax.step(np.clip(thresholds[finite], 0, 1), f1[finite], where="pre", lw=1.2, label=query)
     ax.axvline(threshold, color="grey", ls="--", lw=0.8)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("threshold (a frame counts when its score reaches it)")
-    ax.set_ylabel("collar-based F1")
-    ax.set_title("event F1 against threshold", loc="left")
-    ax.grid(alpha=0.3)
-    if len(curves) <= 12:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, ax, path, (0, 1), (0, 1.02),
+                   "threshold (a frame counts when its score reaches it)", "collar-based F1",
+                   "event F1 against threshold",
+                   legend="best" if len(curves) <= 12 else None, legend_size=7)
 
 
 def plot_calibration(calibration: dict, path: Path) -> Path:
@@ -151,15 +153,8 @@ def plot_calibration(calibration: dict, path: Path) -> Path:
     used = np.isfinite(predicted) & np.isfinite(observed)
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=0.8, label="perfect calibration")
     ax.plot(predicted[used], observed[used], marker="o", label=f"frames (ECE {calibration['ece']:.3f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted probability")
-    ax.set_ylabel("observed frequency")
-    ax.set_title("calibration", loc="left")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, ax, path, (0, 1), (0, 1), "predicted probability",
+                   "observed frequency", "calibration", legend="upper left")
 
 
 def write_sed_plots(evaluation, directory: Path) -> list[Path]:
