@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..settings import (DEFAULT_BATCH_SIZE, DEFAULT_MEDIAN_FILTER, DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MIN_DURATION, DEFAULT_OVERLAP,
-                      MAX_MEDIAN_FILTER)
+from ..settings import (DEFAULT_BATCH_SIZE, DEFAULT_GROUND_MEDIAN_FILTER, DEFAULT_MEDIAN_FILTER,
+                        DEFAULT_MIN_DURATION, DEFAULT_OVERLAP, MAX_MEDIAN_FILTER)
 from .common import (BatchOption, DeviceOption, ExitCode, Log, ModelOption, describe_model,
                      Precision, PrecisionOption, QuietOption,
                      RevisionOption, ThreadsOption, configure_torch, progress_bar)
