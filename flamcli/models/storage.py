@@ -241,8 +241,8 @@ def pack_model(run_dir: str | Path, output: str | Path, card: str,
     run_dir, output = Path(run_dir), Path(output)
     model = load_flam_directory(run_dir)
     trained, text_tower = {}, {}
+    # Loaded on the CPU; write_model_directory makes every tensor contiguous.
     for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().contiguous().cpu()
         if name.startswith("text_branch."):
             text_tower[name] = tensor.half() if tensor.is_floating_point() else tensor
         elif half_weights and tensor.is_floating_point():
